@@ -1,0 +1,2 @@
+from whisperft.cli import script_main
+script_main("transcribe")

