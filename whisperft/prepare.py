@@ -1,0 +1,424 @@
+"""`create_data.py` / `whisperft prepare`: audio + SRT/VTT (or a clip list) -> a JSONL manifest.
+
+Two inputs:
+  - recordings with subtitles (`--audio-dir`, `--transcript-dir`): each recording is paired with
+    the .srt/.vtt of the same name and cut into 30 s windows with timestamps and prompts
+    (windows.py); each window's audio (16 kHz WAV) and log-mel features go into `--dump-dir`;
+  - clips with their text (`--data-file`, or an `--audio-dir` holding a Hugging Face audiofolder
+    `metadata.csv`): one example per clip, no timestamps, no prompt.
+A file that cannot be read is reported and skipped; the run goes on. Exit status 0 when nothing
+was skipped, 1 when something was (silence left out by subsampling does not count).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import unicodedata
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .audio import AUDIO_EXTENSIONS, CHUNK_LENGTH, SAMPLE_RATE
+from .errors import UserError
+from .manifest import Record, write_manifest
+from .options import opt
+from .subtitles import SUBTITLE_SUFFIXES, SubtitleWarning, read_subtitles, read_text_file
+from .windows import (NO_SPACE_LANGUAGES, SILENCE_SUBSAMPLED, TOO_MANY_TOKENS, Skip,
+                      check_timestamp_resolution, join_cue_lines, speech_seconds, split_into_windows)
+
+METADATA_FILES = ("metadata.csv", "metadata.jsonl")  # Hugging Face audiofolder convention
+CLIP_TEXT_COLUMNS = ("transcription", "text", "sentence")  # first one present is the text
+LONG_CLIP = "clip longer than 30 s"
+FEATURES_DTYPE = np.float16  # half the size of float32; log-mels lie in about [-1.5, 1.5]
+
+
+@dataclass
+class PrepareOptions:
+    audio_dir: str | None = opt(None, "folder of recordings (any format FFmpeg reads); each is paired "
+                                      "with the .srt/.vtt of the same name (also name.en.srt)")
+    transcript_dir: str | None = opt(None, "folder of .srt/.vtt transcripts (default: --audio-dir)")
+    data_file: str | None = opt(None, "clip list instead of subtitles, one example per clip, no "
+                                      "timestamps: lines 'audio<TAB>text', or a Hugging Face audiofolder "
+                                      "metadata.csv/.jsonl (file_name, transcription or text, optional "
+                                      "language); relative paths are read from the list's folder")
+    without_timestamps: bool = opt(False, "examples without timestamps, from --data-file (or an "
+                                          "audiofolder metadata.csv in --audio-dir)")
+    language: str = opt("en", "language of the data: a code or a name (es, Spanish)")
+    output: str = opt("data.json", "the JSONL manifest to write, one example per line")
+    dump_dir: str | None = opt(None, "folder for each window's 16 kHz WAV and log-mel features "
+                                     "(default: OUTPUT-STEM_dump beside --output)")
+    no_dump: bool = opt(False, "write no audio or features: the manifest points into the source "
+                               "recordings by start/duration (smaller; training decodes whole files)")
+    timestamp_resolution: int = opt(20, "timestamp resolution in ms, a multiple of 20 (Whisper's step)")
+    max_prompt_length: int = opt(223, "most tokens of previous text kept as prompt "
+                                      "(448 // 2 - 1: half the decoder context, less <|startofprev|>)")
+    max_tokens_length: int = opt(219, "windows with more text+timestamp tokens are skipped "
+                                      "(448 // 2 - 5 special tokens)")
+    subsampling_factor_for_silence: int = opt(1, "keep 1 in N windows without speech (Whisper's own "
+                                                 "training subsampled them); 1 keeps all")
+    tokenizer_type: str = opt("multilingual", "Whisper tokenizer used to count tokens",
+                              choices=("multilingual", "english"))
+    normalize_unicode: bool = opt(False, "apply Unicode NFKC normalisation to the text")
+    n_mels: int = opt(80, "mel bins of the precomputed features: 80, or 128 for large-v3 and turbo",
+                      choices=(80, 128))
+    precompute_features: bool = opt(True, "store each example's log-mel (float16 .npy) in the dump "
+                                          "folder so training skips decoding and the STFT")
+    overwrite: bool = opt(False, "replace an existing --output (the dump folder's files are rewritten)")
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def resolve_language(name: str) -> str:
+    """A Whisper language code from a code or an English name, any case ("Spanish" -> "es")."""
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
+    key = name.strip().lower()
+    if key in LANGUAGES:
+        return key
+    if key in TO_LANGUAGE_CODE:
+        return TO_LANGUAGE_CODE[key]
+    raise UserError(f"unknown language {name!r}: use a Whisper language code or name "
+                    f"(en, es, Spanish, zh, Japanese, ...)")
+
+
+@lru_cache(maxsize=2)
+def make_token_counter(tokenizer_type: str) -> Callable[[str], int]:
+    """Tokens of a plain text under the Whisper tokenizer (loaded offline when installed)."""
+    from .models import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_type)
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
+
+
+def _say(message: str) -> None:
+    # Through tqdm so a progress bar on the terminal is not torn apart.
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, array)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save_features(path: Path, audio: np.ndarray, n_mels: int) -> None:
+    from .features import window_features
+
+    _save_npy(path, window_features(audio, n_mels).numpy().astype(FEATURES_DTYPE))
+
+
+def _read_subtitles_reporting(path: Path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SubtitleWarning)
+        cues = read_subtitles(path)
+    for w in caught:
+        _say(f"warning: {w.message}")
+    return cues
+
+
+@dataclass
+class _Tally:
+    """What the closing summary reports."""
+
+    files: int = 0
+    failed_files: int = 0
+    windows: int = 0
+    audio_seconds: float = 0.0  # of the recordings/clips used
+    speech_seconds: float = 0.0  # inside complete cues of the written windows
+    skips: Counter = field(default_factory=Counter)  # reason -> count
+
+    def fail(self, message: str) -> None:
+        self.failed_files += 1
+        _say(f"skipped: {message}")
+
+
+# --------------------------------------------------------------------------------------------
+# Recordings with subtitles
+
+
+def pair_files(audio_dir: Path, transcript_dir: Path) -> tuple[list[tuple[Path, Path]], list[str], list[str]]:
+    """(recording, transcript) pairs matched by name, problems (files left out) and notes."""
+    audio_files: dict[str, list[Path]] = {}
+    for p in sorted(audio_dir.iterdir()):
+        if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS:
+            audio_files.setdefault(p.stem, []).append(p)
+    transcripts: dict[str, list[Path]] = {}
+    for p in sorted(transcript_dir.iterdir()):
+        if p.is_file() and p.suffix.lower() in SUBTITLE_SUFFIXES:
+            transcripts.setdefault(p.stem, []).append(p)
+
+    pairs, problems, notes, used = [], [], [], set()
+    for stem, candidates in audio_files.items():
+        audio, *others = candidates
+        for other in others:
+            problems.append(f"{other}: {audio.name} has the same name; one transcript cannot serve both")
+        found = transcripts.get(stem)
+        if not found:  # yt-dlp style "talk.en.srt" for "talk.wav"
+            tagged = [s for s in transcripts if s.rsplit(".", 1)[0] == stem and s not in audio_files]
+            found = transcripts[tagged[0]] if len(tagged) == 1 else None
+        if not found:
+            problems.append(f"{audio}: no transcript ({stem}.srt or {stem}.vtt in {transcript_dir})")
+            continue
+        found = sorted(found, key=lambda p: SUBTITLE_SUFFIXES.index(p.suffix.lower()))
+        if len(found) > 1:
+            notes.append(f"{found[0]} and {found[1].name} both exist: using {found[0].name}")
+        pairs.append((audio, found[0]))
+        used.add(found[0].stem)
+    for stem, paths in transcripts.items():
+        if stem not in used:
+            problems.append(f"{paths[0]}: no audio file named {stem}.* in {audio_dir}")
+    return pairs, problems, notes
+
+
+def _prepare_recordings(opts: PrepareOptions, language: str, dump_dir: Path | None,
+                        count_tokens: Callable[[str], int], tally: _Tally) -> list[Record]:
+    from tqdm import tqdm
+
+    from .audio import load_audio, save_wav
+
+    audio_dir = Path(opts.audio_dir)
+    transcript_dir = Path(opts.transcript_dir or opts.audio_dir)
+    for folder, flag in ((audio_dir, "--audio-dir"), (transcript_dir, "--transcript-dir")):
+        if not folder.is_dir():
+            raise UserError(f"{flag} {folder}: no such folder")
+    pairs, problems, notes = pair_files(audio_dir, transcript_dir)
+    for note in notes:
+        _say(f"note: {note}")
+    for problem in problems:
+        tally.fail(problem)
+    if not pairs:
+        raise UserError(f"{audio_dir}: no audio file with a matching .srt/.vtt in {transcript_dir}")
+
+    records: list[Record] = []
+    silence_seen = 0
+    for audio_path, transcript_path in tqdm(pairs, unit="file", desc="preparing", disable=None):
+        try:
+            cues = _read_subtitles_reporting(transcript_path)
+            if not any(c.text.strip() for c in cues):
+                raise UserError(f"{transcript_path}: no cues with text")
+            audio = load_audio(audio_path)
+        except UserError as exc:
+            tally.fail(str(exc))
+            continue
+        duration = len(audio) / SAMPLE_RATE
+        windows, skips = split_into_windows(
+            cues, duration, count_tokens=count_tokens,
+            timestamp_resolution_ms=opts.timestamp_resolution,
+            max_prompt_length=opts.max_prompt_length, max_tokens_length=opts.max_tokens_length,
+            subsampling_factor_for_silence=opts.subsampling_factor_for_silence,
+            language=language, normalize_unicode=opts.normalize_unicode, silence_offset=silence_seen)
+        silence_seen += sum(w.text == "" for w in windows) + sum(s.reason == SILENCE_SUBSAMPLED for s in skips)
+        _report_skips(audio_path, skips, tally)
+        tally.files += 1
+        tally.audio_seconds += duration
+        for w in windows:
+            record = Record(audio_path=str(audio_path), text=w.text, language=language, prompt=w.prompt,
+                            start=w.start, duration=w.duration)
+            if dump_dir is not None:
+                first = int(round(w.start * SAMPLE_RATE))
+                piece = audio[first:first + int(round(w.duration * SAMPLE_RATE))]
+                folder, name = dump_dir / audio_path.stem, f"{int(round(w.start * 1000))}"  # start in ms
+                wav = folder / f"{name}.wav"
+                save_wav(wav, piece)
+                record.source, record.audio_path = record.audio_path, str(wav)
+                if opts.precompute_features:
+                    features = folder / f"{name}.mel{opts.n_mels}.npy"
+                    _save_features(features, piece, opts.n_mels)
+                    record.features_path, record.n_mels = str(features), opts.n_mels
+            records.append(record)
+            tally.windows += 1
+            tally.speech_seconds += speech_seconds(w.text)
+    return records
+
+
+def _report_skips(audio_path: Path, skips: list[Skip], tally: _Tally) -> None:
+    for s in skips:
+        tally.skips[s.reason] += 1
+        if s.reason != SILENCE_SUBSAMPLED:
+            _say(f"skipped: {audio_path}: {s.message}")
+
+
+# --------------------------------------------------------------------------------------------
+# Clips with their text (no timestamps)
+
+
+def read_clip_list(path: Path) -> list[tuple[int, str, str, str | None]]:
+    """(line number, audio path as written, text, language or None) of a clip list:
+    TSV `audio<TAB>text`, or an audiofolder `metadata.csv` / `metadata.jsonl`."""
+    from .subtitles import SubtitleError
+
+    try:
+        content = read_text_file(path)
+    except SubtitleError as exc:
+        raise UserError(str(exc)) from None
+    suffix = path.suffix.lower()
+    rows = []
+    if suffix == ".csv":
+        reader = csv.DictReader(io.StringIO(content))
+        columns = reader.fieldnames or []
+        text_column = next((c for c in CLIP_TEXT_COLUMNS if c in columns), None)
+        if "file_name" not in columns or text_column is None:
+            raise UserError(f"{path}: needs a 'file_name' column and a 'transcription' or 'text' "
+                            f"column (found: {', '.join(columns) or 'nothing'})")
+        for row in reader:
+            rows.append((reader.line_num, row["file_name"] or "", row[text_column] or "",
+                         row.get("language") or None))
+    elif suffix == ".jsonl":
+        for number, line in enumerate(content.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}: line {number}: not valid JSON ({exc.msg})") from None
+            text_key = next((c for c in CLIP_TEXT_COLUMNS if isinstance(data, dict) and c in data), None)
+            if not isinstance(data, dict) or "file_name" not in data or text_key is None:
+                raise UserError(f"{path}: line {number}: needs \"file_name\" and \"transcription\" or \"text\"")
+            rows.append((number, str(data["file_name"]), str(data[text_key]), data.get("language")))
+    else:
+        for number, line in enumerate(content.splitlines(), start=1):
+            if not line.strip():
+                continue
+            if "\t" not in line:
+                raise UserError(f"{path}: line {number}: expected 'audio<TAB>text', got {line[:60]!r}")
+            audio, text = line.split("\t", 1)
+            rows.append((number, audio.strip(), text.strip(), None))
+    return rows
+
+
+def _prepare_clips(opts: PrepareOptions, data_file: Path, language: str, dump_dir: Path | None,
+                   count_tokens: Callable[[str], int], tally: _Tally) -> list[Record]:
+    from tqdm import tqdm
+
+    from .audio import load_audio
+
+    if not data_file.is_file():
+        raise UserError(f"{data_file}: no such clip list")
+    rows = read_clip_list(data_file)
+    if not rows:
+        raise UserError(f"{data_file}: no clips listed")
+    records = []
+    for number, audio_name, text, row_language in tqdm(rows, unit="clip", desc="preparing", disable=None):
+        where = f"{data_file}: line {number}"
+        audio_path = Path(audio_name).expanduser()
+        if not audio_path.is_absolute():
+            beside_list = data_file.parent / audio_path
+            audio_path = beside_list if beside_list.exists() or not audio_path.exists() else audio_path
+        try:
+            clip_language = resolve_language(row_language) if row_language else language
+            audio = load_audio(audio_path)
+        except UserError as exc:
+            tally.fail(f"{where}: {exc}")
+            continue
+        duration = len(audio) / SAMPLE_RATE
+        tally.files += 1
+        tally.audio_seconds += duration
+        if opts.normalize_unicode:
+            text = unicodedata.normalize("NFKC", text)
+        text = join_cue_lines(text, clip_language)
+        if duration > CHUNK_LENGTH:
+            tally.skips[LONG_CLIP] += 1
+            _say(f"skipped: {where}: {audio_path} lasts {duration:.1f} s; Whisper sees 30 s "
+                 f"(cut it, or give it subtitles and use --audio-dir)")
+            continue
+        if text and clip_language not in NO_SPACE_LANGUAGES:
+            text = " " + text  # as Whisper writes the first word
+        n_tokens = count_tokens(text) if text else 0
+        if n_tokens > opts.max_tokens_length:
+            tally.skips[TOO_MANY_TOKENS] += 1
+            _say(f"skipped: {where}: {n_tokens} tokens > --max-tokens-length {opts.max_tokens_length}")
+            continue
+        record = Record(audio_path=str(audio_path), text=text, language=clip_language,
+                        start=0.0, duration=duration)
+        if dump_dir is not None and opts.precompute_features:
+            features = dump_dir / "clips" / f"{number:06d}_{audio_path.stem}.mel{opts.n_mels}.npy"
+            _save_features(features, audio, opts.n_mels)
+            record.features_path, record.n_mels = str(features), opts.n_mels
+        records.append(record)
+        tally.windows += 1
+        tally.speech_seconds += duration if text else 0.0
+    return records
+
+
+# --------------------------------------------------------------------------------------------
+# The command
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds / 60:.1f} min"
+
+
+def _summary(output: Path, tally: _Tally) -> str:
+    problems = {r: n for r, n in tally.skips.items() if r != SILENCE_SUBSAMPLED}
+    lines = [f"wrote {output}: {tally.windows} examples from {tally.files} files "
+             f"({_duration(tally.audio_seconds)} of audio, {_duration(tally.speech_seconds)} of speech "
+             f"in the examples)"]
+    if tally.failed_files:
+        lines.append(f"  files skipped: {tally.failed_files}")
+    if problems:
+        lines.append(f"  left out: {sum(problems.values())} ("
+                     + ", ".join(f"{n} {r}" for r, n in sorted(problems.items())) + ")")
+    if tally.skips.get(SILENCE_SUBSAMPLED):
+        lines.append(f"  silence windows left out by subsampling: {tally.skips[SILENCE_SUBSAMPLED]}")
+    return "\n".join(lines)
+
+
+def prepare(opts: PrepareOptions) -> int:
+    """Write the manifest `opts.output`; 0 if nothing was skipped, 1 if something was."""
+    output = Path(opts.output)
+    if output.exists() and not opts.overwrite:
+        raise UserError(f"{output} already exists (add --overwrite to replace it)")
+    if output.is_dir():
+        raise UserError(f"{output} is a folder; --output must be a file")
+    check_timestamp_resolution(opts.timestamp_resolution)
+    if opts.subsampling_factor_for_silence < 1:
+        raise UserError("--subsampling-factor-for-silence must be 1 or more")
+    if opts.max_prompt_length < 0 or opts.max_tokens_length < 1:
+        raise UserError("--max-prompt-length must be >= 0 and --max-tokens-length >= 1")
+    language = resolve_language(opts.language)
+
+    data_file = Path(opts.data_file) if opts.data_file else None
+    if data_file is None and opts.audio_dir and not opts.transcript_dir:
+        data_file = next((Path(opts.audio_dir) / name for name in METADATA_FILES
+                          if (Path(opts.audio_dir) / name).is_file()), None)
+    if data_file is None and opts.without_timestamps:
+        raise UserError("--without-timestamps reads clips from --data-file (or an --audio-dir with "
+                        "metadata.csv); windows cut from subtitles keep their timestamps, and "
+                        "run_finetuning.py can train them without (--no-timestamps-rate)")
+    if data_file is None and not opts.audio_dir:
+        raise UserError("give --audio-dir (with .srt/.vtt files, or --transcript-dir) or --data-file")
+
+    dump_dir = None
+    if not opts.no_dump:
+        dump_dir = Path(opts.dump_dir) if opts.dump_dir else output.with_name(output.stem + "_dump")
+    count_tokens = make_token_counter(opts.tokenizer_type)
+    tally = _Tally()
+    if data_file is not None:
+        records = _prepare_clips(opts, data_file, language, dump_dir, count_tokens, tally)
+    else:
+        records = _prepare_recordings(opts, language, dump_dir, count_tokens, tally)
+    write_manifest(output, records)
+    print(_summary(output, tally))
+    problems = sum(n for r, n in tally.skips.items() if r != SILENCE_SUBSAMPLED)
+    return 1 if tally.failed_files or problems else 0

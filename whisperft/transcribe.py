@@ -1,0 +1,862 @@
+"""Transcribe audio of any length with a Whisper model: window by window, as Whisper does.
+
+The long-form algorithm is openai-whisper's, as faster-whisper implements it, so that our
+PyTorch backend and `--backend ct2` (faster-whisper itself) give the same greedy text:
+
+  - the whole file's log-mel is computed once (features.py: faster-whisper's convention), its
+    last frame dropped as faster-whisper does; a 30 s window starts at `seek`;
+  - the window is decoded with timestamp tokens, conditioned on the previous text
+    (`<|startofprev|>` + at most 223 earlier tokens, timestamps included);
+  - a decode that is too repetitive (gzip compression ratio of its text > 2.4) or too unsure
+    (average log-probability < -1.0) is redone at the next temperature (0.2, 0.4, ... 1.0, best
+    of 5 samples); the prompt is dropped for good after a decode hotter than 0.5;
+  - a window whose `<|nospeech|>` probability is > 0.6 and whose decode is unsure is skipped;
+  - the window is cut into segments at each pair of timestamp tokens, and `seek` moves to the
+    last complete timestamp (or to the window's end when the decode ends in one timestamp).
+
+Why our own loop rather than transformers' long-form `generate`: fed with the same features,
+its greedy path gives the same text as faster-whisper (checked), but where the safeguards act
+it differs: its compression ratio is computed on token-id bytes rather than on the text (so the
+2.4 threshold means something else), it samples one candidate instead of the best of 5, it
+resumes conditioning on the text from before a prompt reset, and it feeds empty/zero-length
+segments back as prompt. The loop here keeps those semantics and batches across files: each
+decoding step takes the next window of up to `batch_size` files (a finished file's slot is
+refilled from the queue), with one `GenerationMixin.generate` call per step and temperature.
+
+Layout: options and results, language, the PyTorch decoder, the CTranslate2 backend, output
+writers, and `transcribe_dir` (the CLI's command).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import sys
+import time
+import zlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from .audio import (AUDIO_EXTENSIONS, FRAMES_PER_SECOND, N_FRAMES, SAMPLE_RATE, TIME_PRECISION,
+                    AudioError, load_audio, pad_or_trim)
+from .errors import UserError
+from .features import log_mel_spectrogram
+from .options import opt
+
+# openai-whisper's (and faster-whisper's) defaults for the safeguards
+TEMPERATURE_INCREMENT = 0.2  # fallback temperatures 0.0, 0.2, ... 1.0
+MAX_TEMPERATURE = 1.0
+COMPRESSION_RATIO_THRESHOLD = 2.4  # gzip ratio of the text above which a decode is a loop
+LOGPROB_THRESHOLD = -1.0  # mean log-probability per token below which a decode is unsure
+NO_SPEECH_THRESHOLD = 0.6  # <|nospeech|> probability above which an unsure window is silence
+PROMPT_RESET_TEMPERATURE = 0.5  # a decode hotter than this no longer conditions what follows
+BEST_OF = 5  # candidates sampled at each temperature > 0
+DEFAULT_BEAM_SIZE = 5  # openai-whisper's CLI and faster-whisper's default; 1 = greedy
+
+INPUT_STRIDE = 2  # log-mel frames per encoder position, i.e. per timestamp token (20 ms)
+FORMATS = ("srt", "vtt", "txt", "json")
+COMPUTE_TYPES = ("auto", "float32", "float16", "bfloat16", "int8", "int8_float16", "int8_float32")
+
+
+# --------------------------------------------------------------------------------------------
+# Options and results
+
+
+@dataclass
+class TranscribeOptions:
+    """What `transcribe_dir` does; the decoding fields also drive `transcribe_file`."""
+
+    audio_dir: str = opt(None, "folder of audio files (searched recursively), or one audio file")
+    save_dir: str = opt(None, "folder for the transcripts (subfolders of --audio-dir are mirrored)")
+    model: str = opt("tiny.en", "model: OpenAI name, Hub id, HF folder, openai-whisper .pt "
+                                "(training's best_model.pt) or CTranslate2 folder")
+    language: str | None = opt(None, "spoken language, code or name (en, Spanish); omitted: detected "
+                                     "per file on a multilingual model, en on an English-only one")
+    task: str = opt("transcribe", "transcribe, or translate into English", choices=("transcribe", "translate"))
+    format: str = opt("srt", "transcript format written next to each other per audio file",
+                      choices=(*FORMATS, "all"))
+    batch_size: int = opt(4, "files decoded together (one 30 s window of each per step)")
+    beam_size: int = opt(DEFAULT_BEAM_SIZE, "beam width at temperature 0 (1 = greedy, fastest)")
+    best_of: int = opt(BEST_OF, "candidates sampled at each fallback temperature")
+    temperature: float = opt(0.0, "first decoding temperature")
+    temperature_increment: float = opt(TEMPERATURE_INCREMENT, "temperature added on each fallback, "
+                                       f"up to {MAX_TEMPERATURE} (0 = no fallback)")
+    compression_ratio_threshold: float = opt(COMPRESSION_RATIO_THRESHOLD,
+                                             "fall back when the text's gzip ratio is above this (inf = never)")
+    logprob_threshold: float = opt(LOGPROB_THRESHOLD, "fall back when the mean token log-probability "
+                                                      "is below this (-inf = never)")
+    no_speech_threshold: float = opt(NO_SPEECH_THRESHOLD, "skip a window as silence when its "
+                                     "<|nospeech|> probability is above this and the decode is unsure")
+    condition_on_previous_text: bool = opt(True, "prompt each window with the text before it "
+                                                 "(--no-condition-on-previous-text resists loops)")
+    initial_prompt: str | None = opt(None, "text to prompt the first window with (names, spelling, style)")
+    backend: str = opt("torch", "torch: this package's decoder (any model, GPU or CPU); ct2: "
+                                "faster-whisper/CTranslate2, converted once into the cache",
+                       choices=("torch", "ct2"))
+    device: str = opt("auto", "cuda, cpu, or auto (cuda when available)")
+    compute_type: str = opt("auto", "weights/activations: auto = float16 on GPU, float32 on CPU; "
+                                    "int8* with --backend ct2 only", choices=COMPUTE_TYPES)
+    overwrite: bool = opt(False, "transcribe again files whose transcripts already exist")
+
+    def temperatures(self) -> tuple[float, ...]:
+        if self.temperature_increment <= 0:
+            return (self.temperature,)
+        n = int(round((MAX_TEMPERATURE - self.temperature) / self.temperature_increment))
+        return tuple(round(self.temperature + i * self.temperature_increment, 6) for i in range(max(n, 0) + 1))
+
+
+@dataclass
+class Segment:
+    """A stretch of speech: `text` spoken from `start` to `end` (seconds from the file's start)."""
+
+    start: float
+    end: float
+    text: str
+    tokens: list[int] = field(default_factory=list)  # text and timestamp ids, as decoded
+    avg_logprob: float = 0.0  # of the window's decode this segment came from
+    no_speech_prob: float = 0.0  # of that window
+    temperature: float = 0.0  # at which that window was finally decoded
+    compression_ratio: float = 0.0  # gzip ratio of that window's text
+
+
+@dataclass
+class Transcript:
+    segments: list[Segment]
+    language: str
+    duration: float  # seconds of audio
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text.strip() for s in self.segments if s.text.strip())
+
+
+def compression_ratio(text: str) -> float:
+    """Bytes of `text` over bytes of its zlib compression: > 2.4 marks a repetition loop."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Language and device
+
+
+def language_code(language: str | None) -> str | None:
+    """'en', 'English', 'castilian' -> a Whisper language code; None stays None."""
+    if language is None or not str(language).strip():
+        return None
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
+    key = str(language).strip().lower()
+    if key in LANGUAGES:
+        return key
+    if key in TO_LANGUAGE_CODE:
+        return TO_LANGUAGE_CODE[key]
+    raise UserError(f"unknown language {language!r}: use a code (en, es, de, ...) or a name "
+                    f"(English, Spanish, ...)")
+
+
+def _check_language(code: str | None, task: str, multilingual: bool, source: str) -> str | None:
+    """The language to decode in (None = detect per file)."""
+    if not multilingual:
+        if task == "translate":
+            raise UserError(f"{source} is an English-only model: it cannot translate (use a multilingual one)")
+        if code not in (None, "en"):
+            print(f"warning: {source} is an English-only model; transcribing as English, not {code!r}",
+                  file=sys.stderr)
+        return "en"
+    return code
+
+
+def resolve_device(device: str) -> str:
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA GPU is visible to PyTorch (use --device cpu)")
+    return device
+
+
+def _torch_dtype(compute_type: str, device: str) -> torch.dtype:
+    if compute_type == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    if compute_type.startswith("int8"):
+        raise UserError(f"--compute-type {compute_type} needs --backend ct2 (the torch backend runs "
+                        f"float32, float16 or bfloat16)")
+    return getattr(torch, compute_type)
+
+
+# --------------------------------------------------------------------------------------------
+# The PyTorch decoder
+
+
+@dataclass
+class _Decode:
+    """One window's decode: generated ids (no prompt, no <|endoftext|>) and their scores."""
+
+    tokens: list[int]
+    avg_logprob: float
+    compression_ratio: float = 0.0
+    temperature: float = 0.0
+
+
+class _LogprobTracker:
+    """Logits processor that sums, per row, the log-probability of each chosen token under the
+    processed (suppressed, timestamp-ruled) distribution at temperature 1, up to and including
+    <|endoftext|>: openai-whisper's `sum_logprobs`, without keeping every step's scores."""
+
+    def __init__(self, eot: int):
+        self.eot = eot
+        self.last: torch.Tensor | None = None
+        self.total: torch.Tensor | None = None
+        self.done: torch.Tensor | None = None
+
+    def _take(self, chosen: torch.Tensor) -> None:
+        lp = self.last.gather(1, chosen[:, None])[:, 0].double()
+        self.total += torch.where(self.done, torch.zeros_like(lp), lp)
+        self.done |= chosen == self.eot
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.last is None:
+            self.total = torch.zeros(scores.shape[0], dtype=torch.float64, device=scores.device)
+            self.done = torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device)
+        else:
+            self._take(input_ids[:, -1])
+        self.last = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def finish(self, sequences: torch.Tensor) -> list[float]:
+        # the last token chosen was never seen by a following call
+        if self.last is not None:
+            self._take(sequences[:, -1])
+        return self.total.tolist() if self.total is not None else [0.0] * sequences.shape[0]
+
+
+@dataclass
+class _FileState:
+    """Decoding state of one file (openai-whisper's `transcribe()` locals)."""
+
+    key: object
+    features: torch.Tensor  # (n_mels, content_frames), on the model's device
+    duration: float
+    language: str | None
+    seek: int = 0
+    all_tokens: list[int] = field(default_factory=list)
+    prompt_reset_since: int = 0
+    segments: list[Segment] = field(default_factory=list)
+
+    @property
+    def content_frames(self) -> int:
+        return self.features.shape[-1]
+
+    def window(self) -> tuple[torch.Tensor, int]:
+        """The 30 s window at `seek`, padded with 0.0 in log-mel space, and its real length."""
+        size = min(N_FRAMES, self.content_frames - self.seek)
+        return pad_or_trim(self.features[:, self.seek:self.seek + size], N_FRAMES, value=0.0), size
+
+
+class TorchTranscriber:
+    """Long-form decoding with a `WhisperBundle` (transformers model), batched across files."""
+
+    def __init__(self, bundle, options: TranscribeOptions | None = None):
+        self.bundle = bundle
+        self.opts = options or TranscribeOptions()
+        self.model = bundle.model
+        gen = self.model.generation_config
+        tok = bundle.tokenizer
+        self.device = next(self.model.parameters()).device
+        self.dtype = next(self.model.parameters()).dtype
+        self.multilingual = bundle.is_multilingual
+        self.language = _check_language(language_code(self.opts.language), self.opts.task,
+                                        self.multilingual, bundle.source)
+        self.eot = gen.eos_token_id if isinstance(gen.eos_token_id, int) else tok.eos_token_id
+        self.sot = gen.decoder_start_token_id
+        self.sot_prev = gen.prev_sot_token_id
+        self.no_timestamps = gen.no_timestamps_token_id
+        self.timestamp_begin = tok.convert_tokens_to_ids("<|0.00|>")
+        if self.timestamp_begin != self.no_timestamps + 1:  # what the timestamp rules assume
+            raise UserError(f"{bundle.source}: tokenizer has no timestamp tokens after <|notimestamps|>")
+        self.no_speech = next((i for i in (tok.convert_tokens_to_ids(t) for t in ("<|nospeech|>", "<|nocaptions|>"))
+                               if i is not None and i != tok.unk_token_id), self.no_timestamps - 1)
+        self.max_length = self.model.config.max_target_positions  # 448 tokens of decoder context
+        self.max_prompt = self.max_length // 2 - 1  # openai-whisper keeps 223 previous tokens
+        self.initial_prompt = (tok.encode(" " + self.opts.initial_prompt.strip(), add_special_tokens=False)
+                               if self.opts.initial_prompt else [])
+
+    # -- prompts -----------------------------------------------------------------------------
+
+    def sot_sequence(self, language: str | None) -> list[int]:
+        if not self.multilingual:
+            return [self.sot]
+        gen = self.model.generation_config
+        return [self.sot, gen.lang_to_id[f"<|{language}|>"], gen.task_to_id[self.opts.task]]
+
+    def _prompt(self, st: _FileState) -> tuple[list[int], list[int]]:
+        """(prefix ending at <|startoftranscript|>, rest of the sot sequence)."""
+        previous = st.all_tokens[st.prompt_reset_since:]
+        prefix = [self.sot_prev] + previous[-self.max_prompt:] if previous else []
+        sot_seq = self.sot_sequence(st.language)
+        return prefix + sot_seq[:1], sot_seq[1:]
+
+    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.eot, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    # -- model calls -------------------------------------------------------------------------
+
+    def _encode(self, windows: torch.Tensor) -> torch.Tensor:
+        return self.model.model.encoder(windows.to(self.device, self.dtype)).last_hidden_state
+
+    def _no_speech_probs(self, enc: torch.Tensor, prefixes: list[list[int]]) -> list[float]:
+        """P(<|nospeech|>) predicted at the <|startoftranscript|> position (openai-whisper's)."""
+        ids, mask = self._left_pad(prefixes)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        hidden = self.model.model.decoder(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                          encoder_hidden_states=enc, use_cache=False).last_hidden_state
+        logits = self.model.proj_out(hidden[:, -1]).float()
+        return logits.softmax(-1)[:, self.no_speech].tolist()
+
+    def _generate(self, enc: torch.Tensor, prompts: list[list[int]], temperature: float) -> list[_Decode]:
+        """One decode per row of `enc`: beam search at temperature 0 (greedy if beam_size 1),
+        else the best of `best_of` samples."""
+        from transformers import GenerationConfig
+        from transformers.generation import GenerationMixin, LogitsProcessorList
+        from transformers.generation.logits_process import WhisperTimeStampLogitsProcessor
+        from transformers.modeling_outputs import BaseModelOutput
+
+        gen = self.model.generation_config
+        sampling = temperature > 0
+        beams = 1 if sampling else max(1, self.opts.beam_size)
+        n_return = max(1, self.opts.best_of) if sampling else 1
+        ids, mask = self._left_pad(prompts)
+        width = ids.shape[1]
+        # Flags that do not apply to the search chosen are left out: transformers warns about them.
+        search: dict = {"do_sample": sampling, "num_beams": beams, "num_return_sequences": n_return}
+        if sampling:  # from the whole distribution, as openai-whisper samples (no top-k)
+            search.update(temperature=temperature, top_k=0, top_p=1.0)
+        if beams > 1:  # stop once `beams` hypotheses have ended, as CTranslate2 does; score them
+            # under the suppressed, renormalised distribution
+            search.update(early_stopping=True, length_penalty=1.0, renormalize_logits=True)
+        cfg = GenerationConfig(
+            decoder_start_token_id=self.sot, bos_token_id=self.eot, eos_token_id=self.eot,
+            pad_token_id=self.eot, max_length=self.max_length,  # prompt included: 448 positions
+            suppress_tokens=list(gen.suppress_tokens or []),
+            begin_suppress_tokens=list(gen.begin_suppress_tokens or []),
+            return_dict_in_generate=True, output_scores=False, use_cache=True, **search,
+        )
+        processors = [WhisperTimeStampLogitsProcessor(gen, begin_index=width)]
+        tracker = _LogprobTracker(self.eot) if beams == 1 else None
+        if tracker is not None:
+            processors.append(tracker)
+        out = GenerationMixin.generate(
+            self.model, encoder_outputs=BaseModelOutput(last_hidden_state=enc),
+            decoder_input_ids=ids, decoder_attention_mask=mask, generation_config=cfg,
+            logits_processor=LogitsProcessorList(processors))
+        rows = [seq[:seq.index(self.eot) + 1] if self.eot in seq else seq
+                for seq in out.sequences[:, width:].tolist()]
+        if tracker is not None:
+            sums = tracker.finish(out.sequences)
+        else:  # beam search keeps no per-token scores unless every step's are stored: rescore
+            sums = self._rescore(enc, ids, mask, rows, processors)
+        decodes = [_Decode(r[:-1] if r and r[-1] == self.eot else r, total / (len(r) - (self.eot in r) + 1),
+                           temperature=temperature) for r, total in zip(rows, sums)]
+        if n_return > 1:  # openai-whisper's ranking of samples: sum of log-probs / length
+            groups = [decodes[i:i + n_return] for i in range(0, len(decodes), n_return)]
+            decodes = [max(g, key=lambda d: d.avg_logprob * (len(d.tokens) + 1) / max(len(d.tokens), 1))
+                       for g in groups]
+        for d in decodes:
+            d.compression_ratio = compression_ratio(self._text(d.tokens).strip())
+        return decodes
+
+    def _rescore(self, enc: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, rows: list[list[int]],
+                 processors: list) -> list[float]:
+        """Sum of log-probabilities of each row's generated tokens (after the prompt `ids`), under
+        the distribution the search used: suppressed, timestamp-ruled, renormalised."""
+        from transformers.generation.logits_process import (SuppressTokensAtBeginLogitsProcessor,
+                                                            SuppressTokensLogitsProcessor)
+
+        gen = self.model.generation_config
+        width, steps = ids.shape[1], max(len(r) for r in rows)
+        if steps == 0:
+            return [0.0] * len(rows)
+        full = torch.full((len(rows), width + steps), self.eot, dtype=torch.long, device=self.device)
+        full[:, :width] = ids
+        for i, r in enumerate(rows):
+            full[i, width:width + len(r)] = torch.tensor(r, dtype=torch.long)
+        full_mask = torch.cat([mask, torch.ones((len(rows), steps), dtype=mask.dtype, device=mask.device)], 1)
+        positions = (full_mask.cumsum(-1) - 1).clamp(min=0)
+        hidden = self.model.model.decoder(input_ids=full, attention_mask=full_mask, position_ids=positions,
+                                          encoder_hidden_states=enc, use_cache=False).last_hidden_state
+        chain = [SuppressTokensLogitsProcessor(list(gen.suppress_tokens or []), device=self.device),
+                 SuppressTokensAtBeginLogitsProcessor(list(gen.begin_suppress_tokens or []), width,
+                                                      device=self.device), *processors]
+        lengths = torch.tensor([len(r) for r in rows], device=self.device)
+        total = torch.zeros(len(rows), dtype=torch.float64, device=self.device)
+        for t in range(steps):
+            scores = torch.log_softmax(self.model.proj_out(hidden[:, width + t - 1]).float(), -1)
+            for proc in chain:
+                scores = proc(full[:, :width + t], scores)
+            lp = torch.log_softmax(scores, -1).gather(1, full[:, width + t, None])[:, 0].double()
+            total += torch.where(t < lengths, lp, torch.zeros_like(lp))
+        return total.tolist()
+
+    def _text(self, tokens: list[int]) -> str:
+        return self.bundle.tokenizer.decode([t for t in tokens if t < self.eot])
+
+    def _decode_with_fallback(self, enc: torch.Tensor, prompts: list[list[int]],
+                              no_speech: list[float]) -> list[_Decode]:
+        o = self.opts
+        temperatures = o.temperatures()
+        final: list[_Decode | None] = [None] * len(prompts)
+        tried: list[list[_Decode]] = [[] for _ in prompts]
+        below_cr: list[list[_Decode]] = [[] for _ in prompts]
+        todo = list(range(len(prompts)))
+        for temperature in temperatures:
+            decodes = self._generate(enc[todo], [prompts[i] for i in todo], temperature)
+            still = []
+            for i, d in zip(todo, decodes):
+                tried[i].append(d)
+                needs_fallback = False
+                if d.compression_ratio > o.compression_ratio_threshold:
+                    needs_fallback = True  # too repetitive
+                else:
+                    below_cr[i].append(d)
+                if d.avg_logprob < o.logprob_threshold:
+                    needs_fallback = True  # too unsure
+                if no_speech[i] > o.no_speech_threshold and d.avg_logprob < o.logprob_threshold:
+                    needs_fallback = False  # silence: will be skipped, not redone
+                if needs_fallback:
+                    still.append(i)
+                else:
+                    final[i] = d
+            todo = still
+            if not todo:
+                break
+        for i in todo:  # every temperature failed: the likeliest decode, at the last temperature
+            best = max(below_cr[i] or tried[i], key=lambda d: d.avg_logprob)
+            final[i] = dataclasses.replace(best, temperature=temperatures[-1])
+        return final  # type: ignore[return-value]
+
+    def _detect_languages(self, states: list[_FileState]) -> None:
+        """Language of each file from its first 30 s (as faster-whisper does)."""
+        windows = torch.stack([st.window()[0] for st in states])
+        lang_ids = self.model.detect_language(input_features=windows.to(self.device, self.dtype))
+        id_to_lang = {v: k[2:-2] for k, v in self.model.generation_config.lang_to_id.items()}
+        for st, lid in zip(states, lang_ids.view(-1).tolist()):
+            st.language = id_to_lang[lid]
+
+    # -- the long-form loop ------------------------------------------------------------------
+
+    def _start(self, key, audio: np.ndarray) -> _FileState:
+        audio = np.asarray(audio, dtype=np.float32)
+        feats = log_mel_spectrogram(audio, self.bundle.n_mels, device=self.device)
+        # faster-whisper's content_frames: the frame of the 10 ms zero padding is not content
+        feats = feats[:, :max(feats.shape[-1] - 1, 0)]
+        st = _FileState(key, feats, len(audio) / SAMPLE_RATE, self.language)
+        st.all_tokens = list(self.initial_prompt)
+        return st
+
+    def _step(self, states: list[_FileState]) -> None:
+        """Decode the window at `seek` of every state and move each one on."""
+        o = self.opts
+        windows, sizes = zip(*(st.window() for st in states))
+        enc = self._encode(torch.stack(windows))
+        parts = [self._prompt(st) for st in states]
+        no_speech = self._no_speech_probs(enc, [p[0] for p in parts])
+        decodes = self._decode_with_fallback(enc, [p[0] + p[1] for p in parts], no_speech)
+        for st, size, d, nsp in zip(states, sizes, decodes, no_speech):
+            if nsp > o.no_speech_threshold and d.avg_logprob <= o.logprob_threshold:
+                st.seek += size  # silence: on to the next window
+                continue
+            self._add_segments(st, d, size, nsp)
+            if not o.condition_on_previous_text or d.temperature > PROMPT_RESET_TEMPERATURE:
+                st.prompt_reset_since = len(st.all_tokens)
+
+    def _add_segments(self, st: _FileState, d: _Decode, size: int, no_speech: float) -> None:
+        """Cut a window's tokens at timestamp pairs into segments; move `seek` (faster-whisper's
+        `_split_segments_by_timestamps`)."""
+        tokens, tb = d.tokens, self.timestamp_begin
+        time_offset = st.seek / FRAMES_PER_SECOND
+        pieces: list[tuple[float, float, list[int]]] = []
+        single_timestamp_ending = len(tokens) >= 2 and tokens[-2] < tb <= tokens[-1]
+        consecutive = [i for i in range(1, len(tokens)) if tokens[i] >= tb and tokens[i - 1] >= tb]
+        if consecutive:
+            slices = consecutive + ([len(tokens)] if single_timestamp_ending else [])
+            last = 0
+            for cut in slices:
+                piece = tokens[last:cut]
+                pieces.append((time_offset + (piece[0] - tb) * TIME_PRECISION,
+                               time_offset + (piece[-1] - tb) * TIME_PRECISION, piece))
+                last = cut
+            if single_timestamp_ending:
+                st.seek += size  # no speech after the last timestamp
+            else:  # the last segment is unfinished: redo it from its start in the next window
+                st.seek += (tokens[last - 1] - tb) * INPUT_STRIDE
+        else:
+            duration = size / FRAMES_PER_SECOND
+            stamps = [t for t in tokens if t >= tb]
+            if stamps and stamps[-1] != tb:
+                duration = (stamps[-1] - tb) * TIME_PRECISION
+            pieces.append((time_offset, time_offset + duration, tokens))
+            st.seek += size
+        for start, end, piece in pieces:
+            text = self._text(piece)
+            if start == end or not text.strip():
+                continue  # not output, not fed back as prompt (faster-whisper's rule)
+            st.all_tokens.extend(piece)
+            end = min(end, st.duration)
+            st.segments.append(Segment(round(min(start, end), 3), round(end, 3), text, piece,
+                                       d.avg_logprob, no_speech, d.temperature, d.compression_ratio))
+
+    def run(self, items: Iterable[tuple[object, np.ndarray | Exception]]
+            ) -> Iterator[tuple[object, Transcript | Exception]]:
+        """Transcribe `(key, audio)` pairs, `batch_size` files at a time; yield `(key, Transcript)`
+        as each file finishes (an Exception in place of audio is passed through)."""
+        source = iter(items)
+        active: list[_FileState] = []
+        finished: deque = deque()
+        batch = max(1, self.opts.batch_size)
+        exhausted = False
+        with torch.inference_mode():
+            while True:
+                new = []
+                while not exhausted and len(active) + len(new) < batch:
+                    try:
+                        key, audio = next(source)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    if isinstance(audio, Exception):
+                        finished.append((key, audio))
+                        continue
+                    st = self._start(key, audio)
+                    (new if st.content_frames > 0 else active).append(st)
+                if new:
+                    undetected = [st for st in new if st.language is None]
+                    if undetected:
+                        self._detect_languages(undetected)
+                    active += new
+                for st in [st for st in active if st.seek >= st.content_frames]:
+                    active.remove(st)
+                    finished.append((st.key, Transcript(st.segments, st.language or "en", st.duration)))
+                while finished:
+                    yield finished.popleft()
+                if not active:
+                    if exhausted:
+                        return
+                    continue
+                self._step(active)
+
+
+def _as_audio(path_or_audio) -> np.ndarray:
+    if isinstance(path_or_audio, (str, Path)):
+        return load_audio(path_or_audio)
+    return np.asarray(path_or_audio, dtype=np.float32)
+
+
+def transcribe_file(model, path_or_audio, options: TranscribeOptions | None = None) -> list[Segment]:
+    """Segments of one file (path, or float32 16 kHz mono samples).
+
+    model: a `WhisperBundle` (PyTorch decoding) or a `faster_whisper.WhisperModel`.
+    """
+    return transcribe_audio(model, path_or_audio, options).segments
+
+
+def transcribe_audio(model, path_or_audio, options: TranscribeOptions | None = None) -> Transcript:
+    """Like `transcribe_file`, with the language and the duration."""
+    options = options or TranscribeOptions()
+    audio = _as_audio(path_or_audio)
+    from .models import WhisperBundle
+
+    if isinstance(model, WhisperBundle):
+        runner = TorchTranscriber(model, options)
+    else:
+        runner = CT2Transcriber(model, options)
+    ((_, result),) = list(runner.run([(0, audio)]))
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# The CTranslate2 backend (faster-whisper)
+
+
+def _ct2_folder(path: Path) -> Path | None:
+    if path.is_file() and path.name == "model.bin":
+        path = path.parent
+    if path.is_dir() and (path / "model.bin").is_file() and (path / "config.json").is_file():
+        return path
+    return None
+
+
+def _source_files(spec: str) -> list[Path] | None:
+    """The files a model comes from (what the conversion cache is keyed on), if any."""
+    from . import models
+
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file())
+    found = models._offline_package(models.resolve_name(spec))
+    return list(found[1]) if found is not None else None
+
+
+def ct2_model_dir(spec: str) -> Path:
+    """A CTranslate2 folder for the model `spec`: the model itself when it is one (or an offline
+    package holding one in a single file), else a conversion made once with `models.save_ct2`
+    and kept in the cache, keyed on the source files' path, size and mtime."""
+    from . import models
+
+    path = Path(spec).expanduser()
+    direct = _ct2_folder(path) if path.exists() else None
+    if direct is not None:
+        return direct
+    if not path.exists():
+        found = models._offline_package(models.resolve_name(spec))
+        if found is not None and len(found[1]) == 1 and _ct2_folder(found[1][0]) is not None:
+            return found[1][0].parent
+    files = _source_files(spec)
+    key = models._cache_key(files) if files else hashlib.sha256(spec.encode()).hexdigest()[:16]
+    slug = "".join(c if c.isalnum() or c in "-._" else "_" for c in (path.stem if path.exists() else spec))
+    target = models.cache_dir() / "ct2" / f"{slug}-{key}"
+    if (target / "model.bin").is_file():
+        return target
+    print(f"converting {spec} to CTranslate2 (once) -> {target}", file=sys.stderr)
+    bundle = models.load_model(spec)
+    # float16 storage when it loses nothing (weights that were float16 all along), else float32
+    exact = all(torch.equal(p.detach().half().float(), p.detach().float()) for p in bundle.model.parameters())
+    models.save_ct2(bundle, target, "float16" if exact else "float32")
+    return target
+
+
+def _ct2_compute_type(compute_type: str, device: str) -> str:
+    if compute_type == "auto":
+        return "float16" if device == "cuda" else "float32"
+    return compute_type
+
+
+class CT2Transcriber:
+    """The same job with faster-whisper: `run` decodes `batch_size` files concurrently (one
+    CTranslate2 worker each; each file is decoded exactly as `WhisperModel.transcribe` does)."""
+
+    def __init__(self, model, options: TranscribeOptions | None = None):
+        self.opts = options or TranscribeOptions()
+        self.model = model  # faster_whisper.WhisperModel
+        self.language = _check_language(language_code(self.opts.language), self.opts.task,
+                                        model.model.is_multilingual, "this model")
+
+    @classmethod
+    def load(cls, options: TranscribeOptions) -> "CT2Transcriber":
+        try:
+            import ctranslate2
+            from faster_whisper import WhisperModel
+        except ImportError:
+            raise UserError("--backend ct2 needs faster-whisper: pip install 'whisperft[ct2]'") from None
+        device = options.device
+        if device in (None, "", "auto"):
+            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        device_type, _, index = device.partition(":")
+        folder = ct2_model_dir(options.model)
+        try:
+            model = WhisperModel(str(folder), device=device_type, device_index=int(index or 0),
+                                 compute_type=_ct2_compute_type(options.compute_type, device_type),
+                                 num_workers=max(1, options.batch_size), local_files_only=True)
+        except (ValueError, RuntimeError) as exc:
+            raise UserError(f"{folder}: faster-whisper cannot load it ({str(exc).splitlines()[0]})") from None
+        return cls(model, options)
+
+    def _one(self, audio: np.ndarray) -> Transcript:
+        o = self.opts
+        segments, info = self.model.transcribe(
+            audio, language=self.language, task=o.task, beam_size=max(1, o.beam_size),
+            best_of=max(1, o.best_of), temperature=list(o.temperatures()),
+            compression_ratio_threshold=o.compression_ratio_threshold,
+            log_prob_threshold=o.logprob_threshold, no_speech_threshold=o.no_speech_threshold,
+            condition_on_previous_text=o.condition_on_previous_text,
+            prompt_reset_on_temperature=PROMPT_RESET_TEMPERATURE, initial_prompt=o.initial_prompt)
+        duration = len(audio) / SAMPLE_RATE
+        out = [Segment(round(min(s.start, s.end, duration), 3), round(min(s.end, duration), 3), s.text,
+                       list(s.tokens), s.avg_logprob, s.no_speech_prob, s.temperature,
+                       s.compression_ratio) for s in segments]
+        return Transcript(out, info.language, duration)
+
+    def run(self, items: Iterable[tuple[object, np.ndarray | Exception]]
+            ) -> Iterator[tuple[object, Transcript | Exception]]:
+        def work(item):
+            key, audio = item
+            if isinstance(audio, Exception):
+                return key, audio
+            return key, self._one(audio)
+
+        workers = max(1, self.opts.batch_size)
+        if workers == 1:
+            yield from map(work, items)
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending: deque = deque()
+            for item in items:
+                pending.append(pool.submit(work, item))
+                if len(pending) >= 2 * workers:  # bounded look-ahead: audio is held in memory
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+
+
+def to_txt(t: Transcript) -> str:
+    return "".join(s.text.strip() + "\n" for s in t.segments if s.text.strip())
+
+
+def to_json(t: Transcript) -> str:
+    return json.dumps({
+        "text": t.text, "language": t.language, "duration": round(t.duration, 3),
+        "segments": [{"id": i, "start": s.start, "end": s.end, "text": s.text.strip(),
+                      "tokens": s.tokens, "avg_logprob": round(s.avg_logprob, 4),
+                      "no_speech_prob": round(s.no_speech_prob, 4), "temperature": s.temperature,
+                      "compression_ratio": round(s.compression_ratio, 4)}
+                     for i, s in enumerate(t.segments)],
+    }, ensure_ascii=False, indent=1) + "\n"
+
+
+def write_transcript(path: str | Path, t: Transcript) -> None:
+    """Write `t` in the format of `path`'s suffix (.srt, .vtt, .txt, .json), atomically."""
+    from .subtitles import Cue, atomic_write_text, write_subtitles
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".srt", ".vtt"):
+        write_subtitles(path, [Cue(s.start, s.end, s.text.strip()) for s in t.segments if s.text.strip()])
+    elif suffix == ".txt":
+        atomic_write_text(path, to_txt(t))
+    elif suffix == ".json":
+        atomic_write_text(path, to_json(t))
+    else:
+        raise UserError(f"{path}: unknown transcript format {suffix!r} (use {', '.join(FORMATS)})")
+
+
+# --------------------------------------------------------------------------------------------
+# A folder
+
+
+@dataclass
+class _Job:
+    audio: Path
+    outputs: list[Path]
+
+
+def find_audio(audio_dir: Path) -> list[Path]:
+    """Audio files under `audio_dir` (recursively, sorted; hidden files left out), or the file itself."""
+    if audio_dir.is_file():
+        return [audio_dir]
+    if not audio_dir.is_dir():
+        raise UserError(f"{audio_dir}: no such folder")
+    return sorted(p for p in audio_dir.rglob("*")
+                  if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
+                  and not any(part.startswith(".") for part in p.relative_to(audio_dir).parts))
+
+
+def _plan(opts: TranscribeOptions) -> tuple[list[_Job], list[_Job], list[str]]:
+    """(jobs to run, jobs already done, problems) for the folder."""
+    audio_dir = Path(opts.audio_dir).expanduser()
+    save_dir = Path(opts.save_dir).expanduser()
+    formats = FORMATS if opts.format == "all" else (opts.format,)
+    files = find_audio(audio_dir)
+    if not files:
+        raise UserError(f"{audio_dir}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
+    root = audio_dir if audio_dir.is_dir() else audio_dir.parent
+    todo, done, problems = [], [], []
+    claimed: dict[Path, Path] = {}
+    for f in files:
+        stem = save_dir / f.relative_to(root).with_suffix("")
+        if stem in claimed:
+            problems.append(f"{f}: skipped, its transcript would overwrite that of {claimed[stem]}")
+            continue
+        claimed[stem] = f
+        job = _Job(f, [stem.with_name(f"{stem.name}.{fmt}") for fmt in formats])
+        (done if not opts.overwrite and all(p.is_file() for p in job.outputs) else todo).append(job)
+    return todo, done, problems
+
+
+def _prefetch(jobs: list[_Job], ahead: int) -> Iterator[tuple[_Job, np.ndarray | Exception]]:
+    """Decode audio in a background thread, `ahead` files in advance of the model."""
+    def load(job: _Job):
+        try:
+            return job, load_audio(job.audio)
+        except AudioError as exc:
+            return job, exc
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending: deque = deque()
+        for job in jobs:
+            pending.append(pool.submit(load, job))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def load_transcriber(opts: TranscribeOptions):
+    """The backend `opts` asks for, with its model loaded."""
+    if opts.beam_size < 1 or opts.best_of < 1 or opts.batch_size < 1:
+        raise UserError("--beam-size, --best-of and --batch-size must be at least 1")
+    if opts.backend == "ct2":
+        return CT2Transcriber.load(opts)
+    from .models import load_model
+
+    device = resolve_device(opts.device)
+    bundle = load_model(opts.model, device=device, dtype=_torch_dtype(opts.compute_type, device))
+    return TorchTranscriber(bundle, opts)
+
+
+def transcribe_dir(opts: TranscribeOptions) -> int:
+    """Transcribe every audio file under `opts.audio_dir` into `opts.save_dir`.
+
+    Returns the exit code: 0 if every file was transcribed (or already was), 1 if any failed.
+    """
+    from tqdm import tqdm
+
+    if not opts.audio_dir or not opts.save_dir:
+        raise UserError("transcribe needs --audio-dir and --save-dir")
+    language_code(opts.language)  # a misspelt language fails before the model loads
+    todo, done, problems = _plan(opts)
+    for line in problems:
+        print(line, file=sys.stderr)
+    failed = len(problems)
+    n_ok, audio_seconds, t0 = 0, 0.0, time.perf_counter()
+    if todo:
+        runner = load_transcriber(opts)
+        t0 = time.perf_counter()  # real-time factor of the decoding, model loading left out
+        with tqdm(total=len(todo), unit="file", desc="transcribing", file=sys.stderr, disable=None) as bar:
+            for job, result in runner.run(_prefetch(todo, ahead=max(1, opts.batch_size))):
+                bar.update(1)
+                if isinstance(result, Exception):
+                    if not isinstance(result, UserError):
+                        raise result
+                    tqdm.write(f"skipped {result}", file=sys.stderr)
+                    failed += 1
+                    continue
+                for path in job.outputs:
+                    write_transcript(path, result)
+                n_ok += 1
+                audio_seconds += result.duration
+    wall = time.perf_counter() - t0
+    speed = f" ({audio_seconds / wall:.1f}x real time)" if n_ok and wall > 0 else ""
+    print(f"transcribed {n_ok} file(s), {len(done)} already done, {failed} failed: "
+          f"{audio_seconds:.1f} s of audio in {wall:.1f} s{speed} -> {opts.save_dir}", file=sys.stderr)
+    return 1 if failed else 0

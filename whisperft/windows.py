@@ -1,0 +1,314 @@
+"""Cut the cues of one recording into Whisper training windows. Pure functions: no torch, no
+tokenizer (token counts come from an injected `count_tokens`).
+
+The cutting follows jumon/whisper-finetuning's `create_data.py`, which follows how Whisper's own
+training data looks:
+  - a window starts at 0 s, then at the end of the last cue that fitted, and lasts up to 30 s;
+  - every cue starting inside the window becomes `<|start|> text<|end|>`, times relative to the
+    window start and rounded to the timestamp resolution;
+  - a cue that starts inside but ends after the window contributes only `<|start|>`, and the
+    next window starts at that cue's start (so its text lands in the next window, whole);
+  - a window in which no cue starts is a silence window (empty text); the next starts 30 s later;
+  - the prompt is the previous text of the recording (timestamps included), at most
+    `max_prompt_length` tokens, the most recent kept;
+  - a window whose text exceeds `max_tokens_length` tokens is skipped.
+Where this module differs from the origin (its bugs, fixed):
+  - a cue over 30 s, a cue that ends before it starts and overlapping cues are skipped one by one
+    (the origin dropped the whole window around them, or crashed with "Time ... is out of the
+    segment" when a cue started before the end of a skipped one); no window contains any audio
+    of a skipped cue (windows stop short before it and resume after it), and the prompt starts
+    afresh after it (the origin kept the prompt across a skipped long cue);
+  - the prompt is capped at `max_prompt_length` (the origin could exceed it by most of a cue);
+  - cues are sorted by time; overlaps of at most OVERLAP_TOLERANCE_MS (editors' rounding) are
+    snapped instead of dropping both cues; cues past the end of the audio are skipped;
+  - audio after the last cue also yields silence windows (full 30 s ones only, like the gaps
+    between cues), which the origin ignored;
+  - silence subsampling keeps the windows in order (the origin moved them to the end).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from .errors import UserError
+
+CHUNK_LENGTH_MS = 30_000  # the 30 s the encoder sees at once
+TIMESTAMP_STEP_MS = 20  # Whisper's timestamp tokens are 20 ms apart (<|0.00|>, <|0.02|>, ...)
+OVERLAP_TOLERANCE_MS = 50  # overlaps up to this (export rounding, one 25 fps frame) are snapped
+AUDIO_END_TOLERANCE_MS = 1_000  # a last cue may end this much after the audio (editors pad it)
+NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "yue"})  # written without spaces
+
+# Skip reasons (the closing summary counts skips by these).
+LONG_CUE = "cue longer than 30 s"
+REVERSED_CUE = "cue does not end after it starts"
+OVERLAPPING_CUES = "overlapping cues"
+OUTSIDE_AUDIO = "cue outside the audio"
+TOO_MANY_TOKENS = "too many tokens"
+SILENCE_SUBSAMPLED = "silence subsampled"  # intended, not a problem
+
+_TIMESTAMP_RE = re.compile(r"<\|(\d+\.\d\d)\|>")
+
+
+@dataclass
+class Window:
+    """One training example cut from a recording."""
+
+    start: float  # seconds into the recording
+    duration: float  # seconds of audio, at most 30
+    text: str  # e.g. "<|0.00|> Hello there.<|1.20|><|1.40|> Next cue<|3.00|>"; "" = silence
+    prompt: str  # previous text of the recording with its timestamps; "" after a break
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Something left out of the windows, and why."""
+
+    reason: str  # one of the reason constants above
+    start: float  # seconds into the recording
+    message: str  # one line for the user
+
+
+@dataclass
+class _Cue:
+    start: int  # ms, clamped into the audio
+    end: int  # ms, clamped into the audio
+    text: str  # cleaned, with the leading space the language wants
+    reason: str | None = None  # why it is skipped, if it is
+    original: tuple[int, int] = (0, 0)  # ms as written, for messages
+
+
+@dataclass
+class _PromptNode:
+    text: str
+    num_tokens: int
+
+
+def check_timestamp_resolution(timestamp_resolution_ms: int) -> None:
+    if (not isinstance(timestamp_resolution_ms, int) or timestamp_resolution_ms <= 0
+            or timestamp_resolution_ms % TIMESTAMP_STEP_MS != 0):
+        raise UserError(f"timestamp resolution must be a positive multiple of {TIMESTAMP_STEP_MS} ms "
+                        f"(Whisper's timestamp step), not {timestamp_resolution_ms!r}")
+
+
+def join_cue_lines(text: str, language: str) -> str:
+    """One line from a cue's lines: joined by spaces, or for languages written without spaces
+    joined directly (unless both sides are Latin letters/digits, like a split English word pair)."""
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    if language not in NO_SPACE_LANGUAGES:
+        return " ".join(lines)
+    out = ""
+    for line in lines:
+        if out and out[-1].isascii() and out[-1].isalnum() and line[0].isascii() and line[0].isalnum():
+            out += " "
+        out += line
+    return out
+
+
+def format_seconds(ms: int) -> str:
+    """A time in ms as "1:02:03.450" for messages."""
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    return f"{hours}:{minutes:02d}:{rest / 1000:06.3f}" if hours else f"{minutes}:{rest / 1000:06.3f}"
+
+
+def speech_seconds(text: str) -> float:
+    """Seconds covered by the complete cues (`<|a|> ... <|b|>` pairs) in a window's text."""
+    stamps = [float(t) for t in _TIMESTAMP_RE.findall(text)]
+    return sum(stamps[i + 1] - stamps[i] for i in range(0, len(stamps) - 1, 2))
+
+
+def _to_ms(seconds: float) -> int:
+    return int(round(seconds * 1000.0))
+
+
+def _prepare_cues(cues, audio_ms: int, language: str, normalize_unicode: bool,
+                  skips: list[Skip]) -> tuple[list[_Cue], list[tuple[int, int]]]:
+    """Sorted good cues, and the [lo, hi] ms spans of skipped cues, which no window may touch."""
+    items: list[_Cue] = []
+    for cue in cues:
+        text = unicodedata.normalize("NFKC", cue.text) if normalize_unicode else cue.text
+        text = join_cue_lines(text, language)
+        if not text:  # an empty cue is a pause; the gap speaks for itself
+            continue
+        start, end = _to_ms(cue.start), _to_ms(cue.end)
+        if start >= audio_ms:  # nothing of it is in the audio: nothing to keep out of windows
+            skips.append(Skip(OUTSIDE_AUDIO, start / 1000,
+                              f"{format_seconds(start)}: cue skipped ({OUTSIDE_AUDIO}: the audio ends at "
+                              f"{format_seconds(audio_ms)}): {text[:50]!r}"))
+            continue
+        reason = OUTSIDE_AUDIO if start < 0 or end > audio_ms + AUDIO_END_TOLERANCE_MS else None
+        spaced = text if language in NO_SPACE_LANGUAGES else " " + text
+        items.append(_Cue(max(start, 0), min(end, audio_ms), spaced, reason, (start, end)))
+    items.sort(key=lambda c: (c.start, c.end))
+
+    # Snap tiny overlaps (a cue starting a few ms before the previous one ends).
+    prev_end = None
+    for c in items:
+        if c.end <= c.start or c.reason:
+            continue
+        if prev_end is not None and 0 < prev_end - c.start <= OVERLAP_TOLERANCE_MS and prev_end < c.end:
+            c.start = prev_end
+        prev_end = c.end if prev_end is None else max(prev_end, c.end)
+
+    for c in items:
+        if c.reason is None and c.end <= c.start:
+            c.reason = REVERSED_CUE
+        elif c.reason is None and c.end - c.start > CHUNK_LENGTH_MS:
+            c.reason = LONG_CUE
+    # Clusters of cues whose spans overlap; a cluster holding a skipped cue is a barrier.
+    order = sorted(items, key=lambda c: (min(c.start, c.end), max(c.start, c.end)))
+    clusters: list[list[_Cue]] = []
+    cluster_hi = 0
+    for c in order:
+        lo, hi = min(c.start, c.end), max(c.start, c.end)
+        if clusters and lo < cluster_hi:
+            clusters[-1].append(c)
+            cluster_hi = max(cluster_hi, hi)
+        else:
+            clusters.append([c])
+            cluster_hi = hi
+    barriers = []
+    for members in clusters:
+        if len(members) > 1:
+            for c in members:
+                c.reason = c.reason or OVERLAPPING_CUES
+        if any(c.reason for c in members):
+            barriers.append((min(min(c.start, c.end) for c in members),
+                             max(max(c.start, c.end) for c in members)))
+    for c in items:
+        if not c.reason:
+            continue
+        start, end = c.original
+        detail = {LONG_CUE: f"it lasts {(end - start) / 1000:.1f} s",
+                  REVERSED_CUE: f"it ends at {format_seconds(max(end, 0))}",
+                  OVERLAPPING_CUES: "times overlap",
+                  OUTSIDE_AUDIO: f"it ends at {format_seconds(max(end, 0))}, the audio at "
+                                 f"{format_seconds(audio_ms)}"}[c.reason]
+        skips.append(Skip(c.reason, max(start, 0) / 1000,
+                          f"{format_seconds(max(start, 0))}: cue skipped ({c.reason}: {detail}): "
+                          f"{c.text.strip()[:50]!r}"))
+    return [c for c in items if not c.reason], barriers
+
+
+def split_into_windows(
+    cues: Iterable,
+    audio_duration: float,
+    *,
+    count_tokens: Callable[[str], int],
+    timestamp_resolution_ms: int = 20,
+    max_prompt_length: int = 223,
+    max_tokens_length: int = 219,
+    subsampling_factor_for_silence: int = 1,
+    language: str = "en",
+    normalize_unicode: bool = False,
+    silence_offset: int = 0,
+) -> tuple[list[Window], list[Skip]]:
+    """Windows of at most 30 s from the `cues` (anything with .start, .end seconds and .text) of
+    one recording lasting `audio_duration` seconds; returns (windows in time order, skips).
+
+    count_tokens: tokens of a plain text (no timestamps); each timestamp counts as one more.
+    subsampling_factor_for_silence: keep 1 in N silence windows, counting from `silence_offset`
+        silence windows already seen (pass the running count to subsample across recordings).
+    """
+    check_timestamp_resolution(timestamp_resolution_ms)
+    if subsampling_factor_for_silence < 1:
+        raise UserError(f"silence subsampling factor must be at least 1, not {subsampling_factor_for_silence}")
+    if max_prompt_length < 0 or max_tokens_length < 1:
+        raise UserError("max prompt length must be >= 0 and max tokens length >= 1")
+    audio_ms = _to_ms(audio_duration)
+    skips: list[Skip] = []
+    good, barriers = _prepare_cues(cues, audio_ms, language, normalize_unicode, skips)
+
+    windows: list[Window] = []
+    silence_seen = silence_offset
+    resolution = timestamp_resolution_ms
+
+    def time_token(t: int, window_start: int, limit: int) -> str:
+        rel = t - window_start
+        rounded = (2 * rel + resolution) // (2 * resolution) * resolution  # half up, in ms
+        # Never past the window's end (a coarse resolution could round over it).
+        rounded = min(rounded, limit // TIMESTAMP_STEP_MS * TIMESTAMP_STEP_MS)
+        return f"<|{rounded / 1000:.2f}|>"
+
+    def silence(start: int, end: int) -> None:
+        nonlocal silence_seen
+        keep = silence_seen % subsampling_factor_for_silence == 0
+        silence_seen += 1
+        if keep:
+            windows.append(Window(start / 1000, (end - start) / 1000, "", prompt_of(prompt_buffer)))
+        else:
+            skips.append(Skip(SILENCE_SUBSAMPLED, start / 1000,
+                              f"{format_seconds(start)}: silence window left out (1 in "
+                              f"{subsampling_factor_for_silence} kept)"))
+
+    def prompt_of(buffer: deque) -> str:
+        # Whole cues from the end while they fit; older ones can never fit again: drop them.
+        total, keep = 0, 0
+        for node in reversed(buffer):
+            if total + node.num_tokens > max_prompt_length:
+                break
+            total += node.num_tokens
+            keep += 1
+        while len(buffer) > keep:
+            buffer.popleft()
+        return "".join(node.text for node in buffer)
+
+    # Runs of usable audio between the skipped cues; each run starts with an empty prompt.
+    runs, run_start = [], 0
+    for lo, hi in sorted(barriers):
+        runs.append((run_start, lo))
+        run_start = max(run_start, hi)
+    runs.append((run_start, audio_ms))
+
+    cue_index = 0
+    for run_lo, run_hi in runs:
+        run_cues = []
+        while cue_index < len(good) and good[cue_index].start < run_hi:
+            if good[cue_index].start >= run_lo:
+                run_cues.append(good[cue_index])
+            cue_index += 1
+        prompt_buffer: deque[_PromptNode] = deque()
+        seg_start, i = run_lo, 0
+        while i < len(run_cues):
+            seg_end = min(seg_start + CHUNK_LENGTH_MS, run_hi)
+            j = i
+            while j < len(run_cues) and run_cues[j].start < seg_end:
+                j += 1
+            if j == i:  # nothing is said in this window
+                silence(seg_start, seg_end)
+                seg_start = seg_end
+                continue
+            prompt = prompt_of(prompt_buffer)
+            parts, n_tokens = [], 0
+            for c in run_cues[i:j]:
+                start_token = time_token(c.start, seg_start, seg_end - seg_start)
+                if c.end <= seg_end:
+                    end_token = time_token(c.end, seg_start, seg_end - seg_start)
+                    node = _PromptNode(start_token + c.text + end_token, count_tokens(c.text) + 2)
+                else:  # runs past the window: its text goes to the next window
+                    node = _PromptNode(start_token, 1)
+                parts.append(node.text)
+                n_tokens += node.num_tokens
+                prompt_buffer.append(node)
+            if n_tokens > max_tokens_length:
+                skips.append(Skip(TOO_MANY_TOKENS, seg_start / 1000,
+                                  f"{format_seconds(seg_start)}-{format_seconds(seg_end)}: window skipped ({TOO_MANY_TOKENS}: "
+                                  f"{n_tokens} > --max-tokens-length {max_tokens_length})"))
+            else:
+                windows.append(Window(seg_start / 1000, (seg_end - seg_start) / 1000, "".join(parts), prompt))
+            last = run_cues[j - 1]
+            if last.end <= seg_end:
+                seg_start, i = last.end, j
+            else:
+                seg_start, i = last.start, j - 1
+        # Audio after the last cue: silence windows, full 30 s ones only (as between cues).
+        while run_hi - seg_start >= CHUNK_LENGTH_MS:
+            silence(seg_start, seg_start + CHUNK_LENGTH_MS)
+            seg_start += CHUNK_LENGTH_MS
+    skips.sort(key=lambda s: s.start)
+    return windows, skips
