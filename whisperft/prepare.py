@@ -365,13 +365,17 @@ def _prepare_clips(opts: PrepareOptions, data_file: Path, language: str, dump_di
 # The command
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds / 60:.1f} min"
 
 
 def _summary(output: Path, tally: _Tally) -> str:
     problems = {r: n for r, n in tally.skips.items() if r != SILENCE_SUBSAMPLED}
-    lines = [f"wrote {output}: {tally.windows} examples from {tally.files} files "
+    lines = [f"wrote {output}: {_count(tally.windows, 'example')} from {_count(tally.files, 'file')} "
              f"({_duration(tally.audio_seconds)} of audio, {_duration(tally.speech_seconds)} of speech "
              f"in the examples)"]
     if tally.failed_files:

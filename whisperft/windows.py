@@ -13,17 +13,22 @@ training data looks:
     `max_prompt_length` tokens, the most recent kept;
   - a window whose text exceeds `max_tokens_length` tokens is skipped.
 Where this module differs from the origin (its bugs, fixed):
-  - a cue over 30 s, a cue that ends before it starts and overlapping cues are skipped one by one
-    (the origin dropped the whole window around them, or crashed with "Time ... is out of the
-    segment" when a cue started before the end of a skipped one); no window contains any audio
-    of a skipped cue (windows stop short before it and resume after it), and the prompt starts
-    afresh after it (the origin kept the prompt across a skipped long cue);
-  - the prompt is capped at `max_prompt_length` (the origin could exceed it by most of a cue);
-  - cues are sorted by time; overlaps of at most OVERLAP_TOLERANCE_MS (editors' rounding) are
-    snapped instead of dropping both cues; cues past the end of the audio are skipped;
-  - audio after the last cue also yields silence windows (full 30 s ones only, like the gaps
+  - a cue over 30 s, a cue that does not end after it starts (reversed or zero-length),
+    overlapping cues and cues running past the audio are skipped one by one. The origin dropped
+    the whole window around them, or crashed ("Time ... is out of the segment") when a cue
+    started before the end of a skipped long one. Here no window contains audio of a skipped
+    cue (windows stop short before it and resume after it, so a window may be shorter than
+    30 s), and the prompt starts afresh after it (the origin kept it across a long cue);
+  - the prompt is capped at `max_prompt_length` tokens, whole cues, most recent first (the
+    origin's could exceed the cap by most of a cue);
+  - cues are sorted by start; overlaps of at most OVERLAP_TOLERANCE_MS (editors' rounding) are
+    snapped rather than dropping both cues; an end up to AUDIO_END_TOLERANCE_MS past the audio
+    is clamped to it;
+  - audio after the last cue also yields silence windows (whole 30 s ones only, like the gaps
     between cues), which the origin ignored;
-  - silence subsampling keeps the windows in order (the origin moved them to the end).
+  - silence subsampling keeps the windows in order (the origin moved them to the end) and
+    counts across recordings (`silence_offset`).
+Windows overlap only where a cue crossed a window end: the next window starts at that cue.
 """
 
 from __future__ import annotations
@@ -235,12 +240,12 @@ def split_into_windows(
         rounded = min(rounded, limit // TIMESTAMP_STEP_MS * TIMESTAMP_STEP_MS)
         return f"<|{rounded / 1000:.2f}|>"
 
-    def silence(start: int, end: int) -> None:
+    def silence(start: int, end: int, prompt: str) -> None:
         nonlocal silence_seen
         keep = silence_seen % subsampling_factor_for_silence == 0
         silence_seen += 1
         if keep:
-            windows.append(Window(start / 1000, (end - start) / 1000, "", prompt_of(prompt_buffer)))
+            windows.append(Window(start / 1000, (end - start) / 1000, "", prompt))
         else:
             skips.append(Skip(SILENCE_SUBSAMPLED, start / 1000,
                               f"{format_seconds(start)}: silence window left out (1 in "
@@ -280,7 +285,7 @@ def split_into_windows(
             while j < len(run_cues) and run_cues[j].start < seg_end:
                 j += 1
             if j == i:  # nothing is said in this window
-                silence(seg_start, seg_end)
+                silence(seg_start, seg_end, prompt_of(prompt_buffer))
                 seg_start = seg_end
                 continue
             prompt = prompt_of(prompt_buffer)
@@ -297,8 +302,8 @@ def split_into_windows(
                 prompt_buffer.append(node)
             if n_tokens > max_tokens_length:
                 skips.append(Skip(TOO_MANY_TOKENS, seg_start / 1000,
-                                  f"{format_seconds(seg_start)}-{format_seconds(seg_end)}: window skipped ({TOO_MANY_TOKENS}: "
-                                  f"{n_tokens} > --max-tokens-length {max_tokens_length})"))
+                                  f"{format_seconds(seg_start)}-{format_seconds(seg_end)}: window skipped "
+                                  f"({TOO_MANY_TOKENS}: {n_tokens} > --max-tokens-length {max_tokens_length})"))
             else:
                 windows.append(Window(seg_start / 1000, (seg_end - seg_start) / 1000, "".join(parts), prompt))
             last = run_cues[j - 1]
@@ -308,7 +313,7 @@ def split_into_windows(
                 seg_start, i = last.start, j - 1
         # Audio after the last cue: silence windows, full 30 s ones only (as between cues).
         while run_hi - seg_start >= CHUNK_LENGTH_MS:
-            silence(seg_start, seg_start + CHUNK_LENGTH_MS)
+            silence(seg_start, seg_start + CHUNK_LENGTH_MS, prompt_of(prompt_buffer))
             seg_start += CHUNK_LENGTH_MS
     skips.sort(key=lambda s: s.start)
     return windows, skips

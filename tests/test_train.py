@@ -1,0 +1,176 @@
+"""Training invariants on a random 2-layer Whisper and synthetic windows (seconds on CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, random_bundle
+from whisperft import models
+from whisperft.data import BucketBatchSampler
+from whisperft.manifest import Record, write_manifest
+from whisperft.tokens import IGNORE_INDEX, TokenLayout
+from whisperft.train import TrainConfig, get_lr, train
+
+WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+
+
+def make_data(root, n: int = 12, n_mels: int = 80, seed: int = 0, name: str = "train.json"):
+    """n windows with random (fixed) log-mels and short timestamped texts."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(n):
+        feats = rng.standard_normal((n_mels, 3000)).astype(np.float16) * 0.3
+        fp = root / f"feat{seed}_{i}.npy"
+        np.save(fp, feats)
+        words = " ".join(WORDS[(i + k) % len(WORDS)] for k in range(1 + i % 4))
+        end = 0.5 + 0.2 * (i % 5)
+        text = f"<|0.00|> {words}<|{end:.2f}|>" if i % 6 else ""
+        prompt = f"<|0.00|> {WORDS[i % 10]}<|0.40|>" if i % 3 == 0 else ""
+        records.append(Record(audio_path=str(fp), text=text, prompt=prompt, duration=30.0,
+                              features_path=str(fp), n_mels=n_mels))
+    write_manifest(root / name, records)
+    return root / name
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "random.pt"
+    models.save_openai(random_bundle(), path, torch.float32)
+    return path
+
+
+def cfg_for(tmp_path, model, **kw) -> TrainConfig:
+    base = dict(train_json=str(make_data(tmp_path)), dev_json=str(make_data(tmp_path, 4, seed=1, name="dev.json")),
+                model=str(model), save_dir=str(tmp_path / "out"), batch_size=2, dev_batch_size=4,
+                accum_grad_steps=2, lr=3e-3, warmup_steps=2, train_steps=6, eval_steps=3, log_steps=1,
+                device="cpu", prompt_use_rate=0.5, no_timestamps_rate=0.3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def losses(save_dir):
+    return [json.loads(l) for l in open(save_dir / "metrics.jsonl")]
+
+
+def test_layout_masks_prompt_and_sot():
+    b = random_bundle()
+    layout = TokenLayout(b.tokenizer, multilingual=False)
+    ex = layout.example("<|0.00|> hi<|1.00|>", "en", prompt="<|0.00|> before<|0.50|>")
+    prompt_len = len(layout.prompt_ids("<|0.00|> before<|0.50|>"))
+    sot_at = ex.decoder_input_ids.index(layout.sot)
+    assert sot_at == prompt_len and ex.decoder_input_ids[0] == layout.sot_prev
+    assert ex.labels[:sot_at + 0] == [IGNORE_INDEX] * sot_at
+    # position i predicts token i+1 of the input; the last label is end of text
+    assert ex.labels[sot_at:-1] == ex.decoder_input_ids[sot_at + 1:]
+    assert ex.labels[-1] == layout.eot
+    assert ex.decoder_input_ids[sot_at + 1] == b.tokenizer.convert_tokens_to_ids("<|0.00|>")
+    # no timestamps: timestamp ids vanish and a trailing partial cue trims the audio
+    ex2 = layout.example("<|0.00|> hi<|1.00|><|2.00|> cut", "en", no_timestamps=True)
+    assert ex2.trim_at is None
+    ex3 = layout.example("<|0.00|> hi<|1.00|><|2.40|>", "en", no_timestamps=True)
+    assert ex3.trim_at == 2.4
+    assert not any(layout.is_timestamp(t) for t in ex3.decoder_input_ids)
+    assert layout.no_timestamps in ex3.decoder_input_ids
+    empty = layout.example("", "en")
+    assert empty.decoder_input_ids == [layout.sot, layout.no_speech]
+    assert empty.labels == [layout.no_speech, layout.eot]
+    from whisperft.errors import UserError
+    with pytest.raises(UserError, match="English-only"):
+        layout.example("<|0.00|> hola<|1.00|>", "es")
+
+
+def test_multilingual_prefix_from_tokenizer():
+    b = random_bundle(multilingual=True)
+    layout = TokenLayout(b.tokenizer, multilingual=True)
+    ids = b.tokenizer.convert_tokens_to_ids
+    assert layout.prefix("es", False) == [ids("<|startoftranscript|>"), ids("<|es|>"), ids("<|transcribe|>")]
+
+
+def test_bucket_sampler_covers_every_index_once():
+    lengths = [int(x) for x in np.random.default_rng(0).integers(1, 200, 103)]
+    s = BucketBatchSampler(lengths, 8, seed=3, pool_batches=4)
+    for epoch in range(3):
+        batches = s.batches(epoch)
+        flat = [i for b in batches for i in b]
+        assert sorted(flat) == list(range(103))  # Invariant: each index once per epoch
+    assert s.batches(1) == s.batches(1) and s.batches(1) != s.batches(2)
+    # bucketing keeps lengths inside a batch close: far less spread than random batches
+    spread = np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in s.batches(0)])
+    assert spread < 60
+
+
+def test_lr_schedule():
+    cfg = TrainConfig(train_json="x", lr=1.0, warmup_steps=4, train_steps=12)
+    assert [round(get_lr(s, cfg), 3) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert get_lr(8, cfg) == pytest.approx(0.5) and get_lr(12, cfg) == 0
+
+
+def test_loss_falls_and_outputs_written(tmp_path, tiny_model):
+    cfg = cfg_for(tmp_path, tiny_model, train_steps=8, eval_steps=4, lr=1e-2)
+    assert train(cfg) == 0
+    out = tmp_path / "out"
+    for name in ("best_model.pt", "last_model.pt", "args.json", "metrics.jsonl", "loss_curve.png"):
+        assert (out / name).is_file(), name
+    log = losses(out)
+    dev = [e["dev_loss"] for e in log if "dev_loss" in e]
+    train_losses = [e["loss"] for e in log if "loss" in e]
+    assert dev[-1] < dev[0] - 1.0 and train_losses[-1] < train_losses[0]
+    assert all(0 <= e["padding"] < 1 for e in log if "padding" in e)
+    # the checkpoints load back as models (and the best one is what evaluation picked)
+    best = models.load_model(out / "best_model.pt")
+    assert best.model.config.encoder_layers == 2
+    assert torch.load(out / "best_model.pt", weights_only=True)["model_state_dict"][
+        "decoder.token_embedding.weight"].dtype == torch.float16
+
+
+def test_resume_is_exact(tmp_path, tiny_model):
+    """train 6 steps == train 4, stop (as Ctrl-C does), --resume, train 2: same losses, weights."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    train(cfg_for(tmp_path / "a", tiny_model, eval_steps=3))
+    train(cfg_for(tmp_path / "b", tiny_model, eval_steps=3), stop_after_steps=4)
+    out_b = tmp_path / "b" / "out"
+    stopped = torch.load(out_b / "last_model.pt", weights_only=True)["whisperft_train_state"]
+    assert stopped["step"] == 4
+    train(cfg_for(tmp_path / "b", tiny_model, eval_steps=3, resume=str(out_b / "last_model.pt")))
+    la = [e["loss"] for e in losses(tmp_path / "a" / "out") if "loss" in e]
+    lb = [e["loss"] for e in losses(out_b) if "loss" in e]
+    assert len(la) == 6 and len(lb) == 6
+    assert np.allclose(la, lb, atol=1e-6, rtol=0)
+    wa = torch.load(tmp_path / "a" / "out" / "last_model.pt", weights_only=True)["model_state_dict"]
+    wb = torch.load(out_b / "last_model.pt", weights_only=True)["model_state_dict"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_train_only_decoder_freezes_encoder(tmp_path, tiny_model):
+    cfg = cfg_for(tmp_path, tiny_model, train_only_decoder=True, train_steps=3, eval_steps=3)
+    train(cfg)
+    before = torch.load(tiny_model, weights_only=True)["model_state_dict"]
+    ckpt = torch.load(tmp_path / "out" / "last_model.pt", weights_only=True)
+    after = ckpt["model_state_dict"]
+    enc = [k for k in before if k.startswith("encoder.")]
+    assert enc and all(torch.equal(before[k], after[k]) for k in enc)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    # no optimizer state for the encoder: only decoder parameters are in the optimizer
+    n_dec = sum(1 for k in before if k.startswith("decoder."))
+    assert len(ckpt["whisperft_train_state"]["optimizer"]["state"]) <= n_dec
+
+
+def test_cli_quick_run(tmp_path, tiny_model):
+    """run_finetuning.py as a user types it, with the spec's quick-test flags."""
+    train_json = make_data(tmp_path)
+    run = subprocess.run(
+        [sys.executable, "run_finetuning.py", "--train-json", str(train_json), "--dev-json", str(train_json),
+         "--model", str(tiny_model), "--batch-size", "4", "--train-steps", "3", "--accum-grad-steps", "1",
+         "--save-dir", str(tmp_path / "first_model")],
+        capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Step 3: loss=" in run.stdout and "Validation loss:" in run.stdout
+    assert (tmp_path / "first_model" / "best_model.pt").is_file()

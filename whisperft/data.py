@@ -1,0 +1,186 @@
+"""Training data: manifest records -> (log-mel, decoder input, labels); collate; batch sampler.
+
+The dataset only turns one record into tensors; the sampler decides what goes together
+(lhotse's split). Randomness per example (prompt use, no-timestamp sampling) is drawn from a
+generator seeded by (seed, epoch, index), so an example is the same whether it is seen in one
+run or after a resume, in any worker, on any rank.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from .audio import FRAMES_PER_SECOND, N_FRAMES, SAMPLE_RATE, load_audio
+from .errors import UserError
+from .features import window_features
+from .manifest import Record, read_manifest
+from .tokens import IGNORE_INDEX, TokenLayout
+
+DECODED_FILES_KEPT = 4  # whole recordings kept decoded when windows point into them
+
+
+def read_manifests(paths: str | list[str]) -> list[Record]:
+    """Records of one or several manifests (`"a.json,b.json"`, as --train-json takes them)."""
+    if isinstance(paths, str):
+        paths = [p.strip() for p in paths.split(",") if p.strip()]
+    records: list[Record] = []
+    for p in paths:
+        records.extend(read_manifest(p))
+    if not records:
+        raise UserError(f"{', '.join(map(str, paths))}: no records (is the manifest empty?)")
+    return records
+
+
+@dataclass
+class DataOptions:
+    prompt_use_rate: float = 0.5  # share of examples conditioned on the previous text
+    no_timestamps_rate: float = 0.0  # share of examples trained without timestamp tokens
+    no_timestamps_training: bool = False  # never train timestamps (plain-text data)
+    seed: int = 42
+
+
+class WhisperDataset(Dataset):
+    """Record i -> {"input_features": (n_mels, 3000), "decoder_input_ids": [..], "labels": [..]}."""
+
+    def __init__(self, records: list[Record], layout: TokenLayout, n_mels: int, options: DataOptions):
+        self.records = records
+        self.layout = layout
+        self.n_mels = n_mels
+        self.options = options
+        self.epoch = 0
+        self._decoded: OrderedDict[str, np.ndarray] = OrderedDict()
+        if not layout.multilingual:
+            for r in records:
+                if r.language not in ("en", None):
+                    raise UserError(f"{r.audio_path}: record in language {r.language!r}, but the model "
+                                    "is English-only (choose a multilingual model such as 'base')")
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _rng(self, index: int) -> random.Random:
+        return random.Random(f"{self.options.seed}/{self.epoch}/{index}")
+
+    def _audio(self, r: Record) -> np.ndarray:
+        audio = self._decoded.get(r.audio_path)
+        if audio is None:
+            audio = load_audio(r.audio_path)
+            self._decoded[r.audio_path] = audio
+            if len(self._decoded) > DECODED_FILES_KEPT:
+                self._decoded.popitem(last=False)
+        else:
+            self._decoded.move_to_end(r.audio_path)
+        start = int(round(r.offset * SAMPLE_RATE))
+        end = None if r.duration is None else start + int(round(r.duration * SAMPLE_RATE))
+        return audio[start:end]
+
+    def features(self, r: Record) -> torch.Tensor:
+        """Log-mel of a record: the precomputed one when its mel count fits, else from audio."""
+        if r.features_path and r.n_mels == self.n_mels and Path(r.features_path).is_file():
+            return torch.from_numpy(np.load(r.features_path).astype(np.float32))
+        return window_features(self._audio(r), self.n_mels)
+
+    def __getitem__(self, index: int) -> dict:
+        r = self.records[index]
+        rng = self._rng(index)
+        o = self.options
+        no_timestamps = o.no_timestamps_training or rng.random() < o.no_timestamps_rate
+        use_prompt = rng.random() < o.prompt_use_rate
+        ex = self.layout.example(r.text, r.language, r.prompt, use_prompt=use_prompt,
+                                 no_timestamps=no_timestamps, where=r.audio_path)
+        feats = self.features(r)
+        if ex.trim_at is not None:
+            # Without timestamps the model cannot say where a cut-off cue ends: hide the
+            # audio from that cue on (jumon trims the log-mel the same way).
+            feats = feats.clone()
+            feats[:, int(ex.trim_at * FRAMES_PER_SECOND):] = 0.0
+        return {"input_features": feats, "decoder_input_ids": ex.decoder_input_ids,
+                "labels": ex.labels, "index": index}
+
+    def label_length(self, index: int) -> int:
+        """Cheap length proxy for batching (characters of text and prompt)."""
+        r = self.records[index]
+        return len(r.text) + len(r.prompt)
+
+
+def collate(items: list[dict], pad_id: int) -> dict:
+    """Stack features; right-pad decoder inputs with `pad_id` and labels with IGNORE_INDEX."""
+    width = max(len(it["decoder_input_ids"]) for it in items)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for i, it in enumerate(items):
+        n = len(it["decoder_input_ids"])
+        ids[i, :n] = torch.tensor(it["decoder_input_ids"])
+        labels[i, :n] = torch.tensor(it["labels"])
+        mask[i, :n] = 1
+    return {
+        "input_features": torch.stack([it["input_features"] for it in items]),
+        "decoder_input_ids": ids,
+        "decoder_attention_mask": mask,
+        "labels": labels,
+        "n_tokens": int(mask.sum()),
+        "n_padded": int(mask.numel()),
+    }
+
+
+class Collator:
+    """Picklable collate function (DataLoader workers on Windows/macOS spawn)."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, items):
+        return collate(items, self.pad_id)
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of similar label length, in a random order that depends on (seed, epoch) only.
+
+    Each epoch: shuffle, cut into pools of `pool_batches` batches, sort each pool by length,
+    cut into batches, shuffle the batches. Padding stays small and neighbours still vary.
+    Invariant: every index appears in exactly one batch per epoch.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int = 42, pool_batches: int = 50,
+                 shuffle: bool = True):
+        if batch_size < 1:
+            raise UserError("batch size must be at least 1")
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.seed = seed
+        self.pool = pool_batches * batch_size
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        order = list(range(len(self.lengths)))
+        if not self.shuffle:
+            return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        rng = random.Random(f"{self.seed}/batches/{epoch}")
+        rng.shuffle(order)
+        batches = []
+        for p in range(0, len(order), self.pool):
+            pool = sorted(order[p:p + self.pool], key=lambda i: self.lengths[i])
+            batches += [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+        rng.shuffle(batches)
+        return batches
+
+    def __iter__(self):
+        return iter(self.batches(self.epoch))
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size

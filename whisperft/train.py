@@ -1,0 +1,514 @@
+"""Fine-tuning: `run_finetuning.py` / `whisperft train`.
+
+The loop reads top to bottom (nanoGPT's shape): learning rate -> micro-steps under autocast
+-> clip -> optimizer step -> log -> evaluate/checkpoint. Several GPUs or machines come from
+Hugging Face Accelerate (`accelerate launch` or `torchrun` around the same script): it wraps
+the model in DDP and handles mixed precision; each rank takes its own share of every step's
+batches; only the main process logs and saves.
+
+Outputs in --save-dir: best_model.pt and last_model.pt (openai-whisper format: `whisper`,
+faster-whisper via export, and our transcribe take them), stepN.pt with
+--save-all-checkpoints, args.json, metrics.jsonl, loss_curve.png. last_model.pt also holds
+everything resume needs (optimizer, step, RNG, best loss), so `--resume last_model.pt`
+continues exactly where the run stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+from .options import opt
+
+AMP_DTYPES = {"bfloat16": "bf16", "float16": "fp16"}
+
+
+@dataclass
+class TrainConfig:
+    train_json: str = opt(help="training manifest(s) from create_data.py; several as 'a.json,b.json'")
+    dev_json: str = opt(None, "validation manifest(s), comma-separated")
+    model: str = opt("tiny.en", "model to start from: name (tiny.en, base, large-v3, ...), Hub id, "
+                     "folder, openai .pt or CTranslate2 folder")
+    save_dir: str = opt("output", "where checkpoints, logs and the loss curve go")
+    batch_size: int = opt(1, "examples per micro-batch (per process)")
+    dev_batch_size: int = opt(16, "examples per validation batch")
+    accum_grad_steps: int = opt(64, "micro-batches per optimizer step (effective batch = batch size x this x processes)")
+    lr: float = opt(1e-4, "peak learning rate (reached after the warm-up, then linear decay to 0)")
+    warmup_steps: int = opt(500, "optimizer steps of linear learning-rate warm-up")
+    train_steps: int = opt(5000, "optimizer steps to train")
+    eval_steps: int = opt(500, "evaluate and checkpoint every this many steps (and at the end)")
+    log_steps: int = opt(10, "print the training loss every this many steps")
+    max_grad_norm: float = opt(1.0, "gradient clipping norm")
+    weight_decay: float = opt(0.0, "AdamW weight decay (0 = Adam, as jumon/whisper-finetuning)")
+    seed: int = opt(42, "random seed (data order, prompt/no-timestamp sampling, init)")
+    device: str = opt(None, "cuda, cuda:1, cpu (default: cuda if available); ignored under accelerate launch")
+    num_workers: int = opt(None, "data-loading processes (default: 4 on GPU, 0 on CPU)")
+    save_all_checkpoints: bool = opt(False, "also keep stepN.pt at every evaluation")
+    train_only_decoder: bool = opt(False, "freeze the encoder: no encoder gradients or optimizer state")
+    prompt_use_rate: float = opt(0.5, "share of examples conditioned on the previous text (prompt)")
+    no_timestamps_rate: float = opt(0.5, "share of examples trained without timestamps")
+    no_timestamps_training: bool = opt(False, "train without timestamp tokens at all")
+    use_amp: bool = opt(False, "mixed precision: fp16 with loss scaling on CUDA, or bf16 with "
+                        "AMP_DTYPE=bfloat16; on CPU bf16 only if WHISPERFT_CPU_AMP=1 (it is slower there)")
+    use_adam_8bit: bool = opt(False, "8-bit AdamW from bitsandbytes (4x less optimizer memory)")
+    gradient_checkpointing: bool = opt(False, "recompute activations in backward: less memory, ~20-30%% slower")
+    eval_wer: int = opt(0, "also decode this many validation examples and report WER (0 = off)")
+    resume: str = opt(None, "continue from a last_model.pt (weights, optimizer, step, data order)")
+    max_bad_steps: int = opt(10, "stop after this many consecutive steps with a NaN/inf loss")
+
+
+# --------------------------------------------------------------------------------------------
+# helpers the loop calls
+
+
+def get_lr(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to cfg.lr, then linear decay to 0 at train_steps (jumon's schedule)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    remaining = max(cfg.train_steps - step, 0)
+    return cfg.lr * remaining / max(cfg.train_steps - cfg.warmup_steps, 1)
+
+
+class BatchStream:
+    """Batch sampler over the whole run: epochs of bucketed batches, one after another.
+
+    Micro-step k of rank r (of `world` ranks) takes the run's batch k * world + r, so a
+    resumed run, or one on more processes with proportionally fewer accumulation steps,
+    sees exactly the same batches in the same optimizer steps. Yields (epoch, index) keys.
+    """
+
+    def __init__(self, sampler, world: int, rank: int, start_micro_step: int):
+        self.sampler, self.world, self.rank, self.start = sampler, world, rank, start_micro_step
+
+    def __iter__(self):
+        per_epoch = len(self.sampler)
+        g = self.start * self.world + self.rank
+        epoch, cache = -1, []
+        while True:
+            e, i = divmod(g, per_epoch)
+            if e != epoch:
+                epoch, cache = e, self.sampler.batches(e)
+            yield [(e, idx) for idx in cache[i]]
+            g += self.world
+
+
+class _EpochKeyed(torch.utils.data.Dataset):
+    """Dataset view taking (epoch, index) keys, so per-example randomness follows the epoch."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        epoch, index = key
+        self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
+def make_optimizer(params: list, cfg: TrainConfig, device: torch.device):
+    if cfg.use_adam_8bit:
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise UserError("--use-adam-8bit needs bitsandbytes: pip install bitsandbytes "
+                            "(official wheels for Linux, Windows and macOS; no DLL patching)") from None
+        if device.type == "cpu":
+            print("note: 8-bit Adam on CPU saves optimizer memory but steps slower than fused AdamW",
+                  file=sys.stderr)
+        return bnb.optim.AdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused AdamW steps ~4x faster than the for-each one on CPU, and is the fast path on CUDA
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+
+
+def mixed_precision(cfg: TrainConfig, device: torch.device) -> str:
+    """Accelerate's mixed_precision for --use-amp on this device ('no', 'fp16' or 'bf16')."""
+    if not cfg.use_amp:
+        return "no"
+    wanted = os.environ.get("AMP_DTYPE", "float16" if device.type == "cuda" else "bfloat16")
+    if wanted not in AMP_DTYPES:
+        raise UserError(f"AMP_DTYPE={wanted!r}: use bfloat16 or float16")
+    if device.type == "cuda":
+        if wanted == "bfloat16" and not torch.cuda.is_bf16_supported():
+            print("note: this GPU has no bfloat16; using float16 with loss scaling", file=sys.stderr)
+            return "fp16"
+        return AMP_DTYPES[wanted]
+    if os.environ.get("WHISPERFT_CPU_AMP") == "1" and wanted == "bfloat16":
+        return "bf16"
+    print("note: --use-amp ignored on CPU: bf16 autocast measured ~17x slower than fp32 here "
+          "(bench/bench_train.py); set WHISPERFT_CPU_AMP=1 to force it", file=sys.stderr)
+    return "no"
+
+
+def write_json_atomic(path: Path, data) -> None:
+    from .subtitles import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def plot_loss_curve(history: list[dict], path: Path) -> None:
+    """Train and validation loss against step, as a PNG (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    dev = [(h["step"], h["dev_loss"]) for h in history if "dev_loss" in h]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    if train:
+        ax.plot(*zip(*train), label="train loss", color="tab:blue", alpha=0.8)
+    if dev:
+        ax.plot(*zip(*dev), "o-", label="validation loss", color="tab:orange")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title("whisperft fine-tuning")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def evaluate_loss(model, loader, device, autocast) -> float:
+    """Token-weighted mean cross-entropy over the validation set."""
+    model.eval()
+    total, tokens = 0.0, 0
+    for batch in loader:
+        with autocast():
+            out = model(input_features=batch["input_features"].to(device),
+                        decoder_input_ids=batch["decoder_input_ids"].to(device),
+                        decoder_attention_mask=batch["decoder_attention_mask"].to(device))
+        labels = batch["labels"].to(device)
+        loss = torch.nn.functional.cross_entropy(out.logits.float().transpose(1, 2), labels,
+                                                 ignore_index=-100, reduction="sum")
+        total += loss.item()
+        tokens += int((labels != -100).sum())
+    model.train()
+    return total / max(tokens, 1)
+
+
+@torch.no_grad()
+def evaluate_wer(bundle, dataset, layout, n: int, device) -> float:
+    """WER of greedy decoding (timestamps on, previous text as prompt) on the first n examples."""
+    from .metrics import score
+
+    model = bundle.model
+    model.eval()
+    pairs = []
+    for i in range(min(n, len(dataset))):
+        r = dataset.records[i]
+        feats = dataset.features(r)[None].to(device)
+        prefix = layout.prefix(r.language, no_timestamps=False)
+        prompt = layout.prompt_ids(r.prompt)
+        ids = model.generate(feats, decoder_input_ids=torch.tensor([prompt + prefix], device=device),
+                             return_timestamps=True, max_new_tokens=220)
+        ids = (ids.sequences if hasattr(ids, "sequences") else ids)[0].tolist()
+        text = bundle.tokenizer.decode([t for t in ids if t < layout.eot], skip_special_tokens=True)
+        reference = bundle.tokenizer.decode(layout.encode_text(r.text), skip_special_tokens=True)
+        pairs.append((str(i), reference, text))
+    model.train()
+    report = score(pairs, metric="WER", language=dataset.records[0].language or "en")
+    return report.weighted_average()
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM ask the loop to save a resumable checkpoint and exit cleanly."""
+
+    def __init__(self):
+        self.signal = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+        print(f"\n{signal.Signals(signum).name}: finishing this step, saving, then stopping "
+              "(press again to abort without saving)", file=sys.stderr)
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(bundle, path: Path, train_state: dict | None = None,
+                    dtype: torch.dtype = torch.float32) -> None:
+    """openai-whisper checkpoint (+ our tokenizer/generation config, + resume state), atomic."""
+    from .models import atomic_torch_save, openai_checkpoint
+
+    ckpt = openai_checkpoint(bundle, dtype)
+    if train_state is not None:
+        ckpt["whisperft_train_state"] = train_state
+    try:
+        atomic_torch_save(ckpt, path)
+    except OSError as exc:
+        raise UserError(f"{path}: could not save the checkpoint ({exc.strerror or exc}); "
+                        "the previous one is intact") from None
+
+
+def _choose_device(cfg: TrainConfig) -> str:
+    if cfg.device:
+        return cfg.device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+
+
+def train(cfg: TrainConfig, stop_after_steps: int | None = None) -> int:
+    """Run the fine-tuning `cfg` describes. `stop_after_steps` acts as a Ctrl-C arriving
+    after that many steps of this run (tests of resume use it)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    from .data import BucketBatchSampler, Collator, DataOptions, WhisperDataset, read_manifests
+    from .models import load_model
+    from .tokens import TokenLayout
+
+    for name in ("batch_size", "dev_batch_size", "accum_grad_steps", "train_steps", "eval_steps", "log_steps"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("prompt_use_rate", "no_timestamps_rate"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise UserError(f"--{name.replace('_', '-')} must be between 0 and 1")
+    # ---- set-up: device, model, data --------------------------------------------------------
+    requested = _choose_device(cfg)
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {requested}: no CUDA GPU is available here (use --device cpu)")
+    probe = torch.device(requested)
+    accelerator = Accelerator(cpu=probe.type == "cpu", mixed_precision=mixed_precision(cfg, probe))
+    device = accelerator.device
+    main = accelerator.is_main_process
+    world, rank = accelerator.num_processes, accelerator.process_index
+    set_seed(cfg.seed)
+    save_dir = Path(cfg.save_dir)
+
+    train_state = None
+    if cfg.resume:
+        resume = Path(cfg.resume)
+        if not resume.is_file():
+            raise UserError(f"--resume {resume}: no such checkpoint")
+        ckpt = torch.load(resume, map_location="cpu", weights_only=True)
+        train_state = ckpt.get("whisperft_train_state")
+        if train_state is None:
+            raise UserError(f"{resume}: holds weights but no training state to resume "
+                            "(use it as --model to start a new run from it)")
+        del ckpt
+        bundle = load_model(resume)
+    else:
+        bundle = load_model(cfg.model)
+    model = bundle.model
+    model.to(device)
+    model.train()
+    layout = TokenLayout(bundle.tokenizer, bundle.is_multilingual, model.config.max_target_positions)
+    data_opts = DataOptions(cfg.prompt_use_rate, cfg.no_timestamps_rate, cfg.no_timestamps_training, cfg.seed)
+    train_set = WhisperDataset(read_manifests(cfg.train_json), layout, bundle.n_mels, data_opts)
+    dev_set = None
+    if cfg.dev_json:
+        # validation is deterministic: always prompted, always with timestamps (as jumon)
+        dev_opts = DataOptions(1.0, 0.0, cfg.no_timestamps_training, cfg.seed)
+        dev_set = WhisperDataset(read_manifests(cfg.dev_json), layout, bundle.n_mels, dev_opts)
+
+    if cfg.train_only_decoder:
+        for p in model.model.encoder.parameters():
+            p.requires_grad_(False)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, cfg, device)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    workers = cfg.num_workers if cfg.num_workers is not None else (4 if device.type == "cuda" else 0)
+    collator = Collator(layout.eot)
+    sampler = BucketBatchSampler([train_set.label_length(i) for i in range(len(train_set))],
+                                 cfg.batch_size, seed=cfg.seed)
+    start_step = 0
+    best_loss = math.inf
+    history: list[dict] = []
+    if train_state is not None:
+        optimizer.load_state_dict(train_state["optimizer"])
+        start_step = int(train_state["step"])
+        best_loss = float(train_state["best_loss"])
+        history = json.loads(train_state["history"])
+        _set_rng_state(train_state["rng"])
+        if start_step >= cfg.train_steps:
+            raise UserError(f"--resume {cfg.resume}: already at step {start_step} of --train-steps "
+                            f"{cfg.train_steps}; raise --train-steps to continue")
+    stream = BatchStream(sampler, world, rank, start_step * cfg.accum_grad_steps)
+    train_loader = torch.utils.data.DataLoader(_EpochKeyed(train_set), batch_sampler=stream,
+                                               collate_fn=collator, num_workers=workers)
+    dev_loader = None
+    if dev_set is not None:
+        dev_loader = torch.utils.data.DataLoader(
+            dev_set, batch_size=cfg.dev_batch_size, shuffle=False, collate_fn=collator, num_workers=workers)
+
+    n_train = sum(p.numel() for p in params)
+    n_all = sum(p.numel() for p in bundle.model.parameters())
+    if main:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(save_dir / "args.json", dataclasses.asdict(cfg))
+        print(f"model {bundle.source}: {n_all / 1e6:.1f}M parameters, {n_train / 1e6:.1f}M trained; "
+              f"{len(train_set)} training examples; device {device} x {world}; "
+              f"effective batch {cfg.batch_size * cfg.accum_grad_steps * world}", flush=True)
+    metrics_path = save_dir / "metrics.jsonl"
+
+    def log(entry: dict) -> None:
+        history.append(entry)
+        if main:
+            with open(metrics_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(entry) + "\n")
+
+    def checkpoint(step: int, name: str, with_state: bool, dtype=torch.float32) -> None:
+        state = None
+        if with_state:
+            state = {"step": step, "optimizer": optimizer.state_dict(), "best_loss": best_loss,
+                     "rng": _rng_state(), "history": json.dumps(history),
+                     "config": json.dumps(dataclasses.asdict(cfg))}
+        if main:
+            save_checkpoint(bundle, save_dir / name, state, dtype)
+
+    def validate(step: int) -> None:
+        nonlocal best_loss
+        if dev_loader is None:
+            checkpoint(step, "best_model.pt", with_state=False, dtype=torch.float16)
+            return
+        dev_loss = evaluate_loss(model, dev_loader, device, accelerator.autocast)
+        entry = {"step": step, "dev_loss": dev_loss}
+        if cfg.eval_wer and main:
+            entry["dev_wer"] = evaluate_wer(bundle, dev_set, layout, cfg.eval_wer, device)
+        improved = dev_loss < best_loss
+        if improved:
+            best_loss = dev_loss
+            checkpoint(step, "best_model.pt", with_state=False, dtype=torch.float16)
+        log(entry)
+        if main:
+            wer = f" | WER {entry['dev_wer']:.2%}" if "dev_wer" in entry else ""
+            tqdm.write(f"Validation loss: {dev_loss:.4f}{wer}{' (new best!)' if improved else ''}")
+            plot_loss_curve(history, save_dir / "loss_curve.png")
+
+    # jumon saves best_model.pt only when a later evaluation beats the initial one, so a short
+    # run could end with none: the initial evaluation counts as the first best here.
+    if start_step == 0 and dev_loader is not None:
+        validate(0)
+
+    # ---- the loop ---------------------------------------------------------------------------
+    batches = iter(train_loader)
+    bad_steps = 0
+    tokens_seen = padded_seen = 0
+    step = start_step
+    bar = tqdm(total=cfg.train_steps, initial=start_step, desc="training", disable=not main,
+               dynamic_ncols=True)
+    t_last = time.time()
+    with _StopFlag() as stop:
+        while step < cfg.train_steps:
+            lr = get_lr(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            step_loss = 0.0
+            for micro in range(cfg.accum_grad_steps):
+                batch = next(batches)
+                tokens_seen += batch["n_tokens"]
+                padded_seen += batch["n_padded"]
+                last_micro = micro == cfg.accum_grad_steps - 1
+                # gradients are all-reduced once per optimizer step, not per micro-batch
+                sync = accelerator.no_sync(model) if not last_micro else contextlib.nullcontext()
+                with sync, accelerator.autocast():
+                    out = model(input_features=batch["input_features"].to(device),
+                                decoder_input_ids=batch["decoder_input_ids"].to(device),
+                                decoder_attention_mask=batch["decoder_attention_mask"].to(device),
+                                labels=batch["labels"].to(device))
+                    loss = out.loss / cfg.accum_grad_steps
+                    accelerator.backward(loss)
+                step_loss += loss.item()
+            if not math.isfinite(step_loss):
+                bad_steps += 1
+                optimizer.zero_grad(set_to_none=True)
+                if main:
+                    tqdm.write(f"Step {step + 1}: loss is {step_loss}; step skipped")
+                if bad_steps >= cfg.max_bad_steps:
+                    raise UserError(f"{bad_steps} steps in a row with a non-finite loss; lower --lr, "
+                                    "or drop --use-amp; last_model.pt holds the last good state")
+                step += 1
+                bar.update(1)
+                continue
+            bad_steps = 0
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2e}")
+
+            if step % cfg.log_steps == 0 or step == cfg.train_steps:
+                now = time.time()
+                entry = {"step": step, "loss": step_loss, "lr": lr,
+                         "padding": 1 - tokens_seen / max(padded_seen, 1),
+                         "sec_per_step": (now - t_last) / cfg.log_steps}
+                t_last = now
+                log(entry)
+                if main:
+                    tqdm.write(f"Step {step}: loss={step_loss:.2f} | lr={lr:.2g} | "
+                               f"padding={entry['padding']:.0%}")
+            if stop_after_steps is not None and step - start_step >= stop_after_steps:
+                stop.signal = signal.SIGINT
+            if step % cfg.eval_steps == 0 or step == cfg.train_steps:
+                validate(step)
+                if cfg.save_all_checkpoints:
+                    checkpoint(step, f"step{step}.pt", with_state=False, dtype=torch.float16)
+                checkpoint(step, "last_model.pt", with_state=True)
+            elif stop.signal is not None:
+                checkpoint(step, "last_model.pt", with_state=True)
+            if stop.signal is not None:
+                if main:
+                    tqdm.write(f"stopped at step {step}; resume with --resume {save_dir / 'last_model.pt'}")
+                break
+    bar.close()
+    if main and not (save_dir / "loss_curve.png").exists() and history:
+        plot_loss_curve(history, save_dir / "loss_curve.png")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return 0
+
