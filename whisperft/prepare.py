@@ -391,10 +391,10 @@ def _summary(output: Path, tally: _Tally) -> str:
 def prepare(opts: PrepareOptions) -> int:
     """Write the manifest `opts.output`; 0 if nothing was skipped, 1 if something was."""
     output = Path(opts.output)
-    if output.exists() and not opts.overwrite:
-        raise UserError(f"{output} already exists (add --overwrite to replace it)")
     if output.is_dir():
         raise UserError(f"{output} is a folder; --output must be a file")
+    if output.exists() and not opts.overwrite:
+        raise UserError(f"{output} already exists (add --overwrite to replace it)")
     check_timestamp_resolution(opts.timestamp_resolution)
     if opts.subsampling_factor_for_silence < 1:
         raise UserError("--subsampling-factor-for-silence must be 1 or more")

@@ -462,6 +462,8 @@ def train(cfg: TrainConfig, stop_after_steps: int | None = None) -> int:
                     loss = out.loss / cfg.accum_grad_steps
                     accelerator.backward(loss)
                 step_loss += loss.item()
+            if world > 1:  # each rank saw its share of the step: log the step's mean loss
+                step_loss = accelerator.reduce(torch.tensor(step_loss, device=device), "mean").item()
             if not math.isfinite(step_loss):
                 bad_steps += 1
                 optimizer.zero_grad(set_to_none=True)

@@ -29,10 +29,11 @@ writers, and `transcribe_dir` (the CLI's command).
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import hashlib
 import json
-import math
 import sys
 import time
 import zlib
@@ -238,6 +239,39 @@ class _LogprobTracker:
         return self.total.tolist() if self.total is not None else [0.0] * sequences.shape[0]
 
 
+class _SuppressTokens:
+    """Logits processor: -inf for `suppress` ids at every step, and for `begin_suppress` ids at
+    the first generated position. transformers' own pair rebuilds its mask with `torch.isin`
+    over the whole vocabulary at every step, which costs more than a tiny model's decoder step."""
+
+    def __init__(self, suppress: list[int], begin_suppress: list[int], begin_index: int,
+                 vocab_size: int, device):
+        self.always = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+        self.always[list(suppress)] = True
+        self.first = self.always.clone()
+        self.first[list(begin_suppress)] = True
+        self.begin_index = begin_index
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        mask = self.first if input_ids.shape[1] == self.begin_index else self.always
+        return scores.masked_fill(mask[:scores.shape[-1]], -float("inf"))
+
+
+@contextlib.contextmanager
+def _bare_generation_config(model):
+    """Hide the model's suppress lists while `generate` runs: it would fill the (None) lists of
+    the config we pass from them and add its own slow suppressors beside ours."""
+    saved = model.generation_config
+    bare = copy.deepcopy(saved)
+    bare.suppress_tokens = None
+    bare.begin_suppress_tokens = None
+    model.generation_config = bare
+    try:
+        yield
+    finally:
+        model.generation_config = saved
+
+
 @dataclass
 class _FileState:
     """Decoding state of one file (openai-whisper's `transcribe()` locals)."""
@@ -327,15 +361,22 @@ class TorchTranscriber:
         logits = self.model.proj_out(hidden[:, -1]).float()
         return logits.softmax(-1)[:, self.no_speech].tolist()
 
+    def _rules(self, begin_index: int) -> list:
+        """The logits processors of a decode whose first generated token is at `begin_index`."""
+        from transformers.generation.logits_process import WhisperTimeStampLogitsProcessor
+
+        gen = self.model.generation_config
+        return [_SuppressTokens(gen.suppress_tokens or [], gen.begin_suppress_tokens or [], begin_index,
+                                self.model.config.vocab_size, self.device),
+                WhisperTimeStampLogitsProcessor(gen, begin_index=begin_index)]
+
     def _generate(self, enc: torch.Tensor, prompts: list[list[int]], temperature: float) -> list[_Decode]:
         """One decode per row of `enc`: beam search at temperature 0 (greedy if beam_size 1),
         else the best of `best_of` samples."""
         from transformers import GenerationConfig
         from transformers.generation import GenerationMixin, LogitsProcessorList
-        from transformers.generation.logits_process import WhisperTimeStampLogitsProcessor
         from transformers.modeling_outputs import BaseModelOutput
 
-        gen = self.model.generation_config
         sampling = temperature > 0
         beams = 1 if sampling else max(1, self.opts.beam_size)
         n_return = max(1, self.opts.best_of) if sampling else 1
@@ -351,24 +392,26 @@ class TorchTranscriber:
         cfg = GenerationConfig(
             decoder_start_token_id=self.sot, bos_token_id=self.eot, eos_token_id=self.eot,
             pad_token_id=self.eot, max_length=self.max_length,  # prompt included: 448 positions
-            suppress_tokens=list(gen.suppress_tokens or []),
-            begin_suppress_tokens=list(gen.begin_suppress_tokens or []),
             return_dict_in_generate=True, output_scores=False, use_cache=True, **search,
         )
-        processors = [WhisperTimeStampLogitsProcessor(gen, begin_index=width)]
+        # openai-whisper's order: suppress blank/non-speech tokens, then the timestamp rules
+        processors = self._rules(width)
         tracker = _LogprobTracker(self.eot) if beams == 1 else None
         if tracker is not None:
             processors.append(tracker)
-        out = GenerationMixin.generate(
-            self.model, encoder_outputs=BaseModelOutput(last_hidden_state=enc),
-            decoder_input_ids=ids, decoder_attention_mask=mask, generation_config=cfg,
-            logits_processor=LogitsProcessorList(processors))
+        with _bare_generation_config(self.model):
+            out = GenerationMixin.generate(
+                self.model, encoder_outputs=BaseModelOutput(last_hidden_state=enc),
+                # the encoder sees no padding; saying so keeps `generate` from warning about it
+                attention_mask=torch.ones(enc.shape[:2], dtype=torch.long, device=self.device),
+                decoder_input_ids=ids, decoder_attention_mask=mask, generation_config=cfg,
+                logits_processor=LogitsProcessorList(processors))
         rows = [seq[:seq.index(self.eot) + 1] if self.eot in seq else seq
                 for seq in out.sequences[:, width:].tolist()]
         if tracker is not None:
             sums = tracker.finish(out.sequences)
         else:  # beam search keeps no per-token scores unless every step's are stored: rescore
-            sums = self._rescore(enc, ids, mask, rows, processors)
+            sums = self._rescore(enc, ids, mask, rows)
         decodes = [_Decode(r[:-1] if r and r[-1] == self.eot else r, total / (len(r) - (self.eot in r) + 1),
                            temperature=temperature) for r, total in zip(rows, sums)]
         if n_return > 1:  # openai-whisper's ranking of samples: sum of log-probs / length
@@ -379,14 +422,10 @@ class TorchTranscriber:
             d.compression_ratio = compression_ratio(self._text(d.tokens).strip())
         return decodes
 
-    def _rescore(self, enc: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, rows: list[list[int]],
-                 processors: list) -> list[float]:
+    def _rescore(self, enc: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                 rows: list[list[int]]) -> list[float]:
         """Sum of log-probabilities of each row's generated tokens (after the prompt `ids`), under
         the distribution the search used: suppressed, timestamp-ruled, renormalised."""
-        from transformers.generation.logits_process import (SuppressTokensAtBeginLogitsProcessor,
-                                                            SuppressTokensLogitsProcessor)
-
-        gen = self.model.generation_config
         width, steps = ids.shape[1], max(len(r) for r in rows)
         if steps == 0:
             return [0.0] * len(rows)
@@ -398,9 +437,7 @@ class TorchTranscriber:
         positions = (full_mask.cumsum(-1) - 1).clamp(min=0)
         hidden = self.model.model.decoder(input_ids=full, attention_mask=full_mask, position_ids=positions,
                                           encoder_hidden_states=enc, use_cache=False).last_hidden_state
-        chain = [SuppressTokensLogitsProcessor(list(gen.suppress_tokens or []), device=self.device),
-                 SuppressTokensAtBeginLogitsProcessor(list(gen.begin_suppress_tokens or []), width,
-                                                      device=self.device), *processors]
+        chain = self._rules(width)
         lengths = torch.tensor([len(r) for r in rows], device=self.device)
         total = torch.zeros(len(rows), dtype=torch.float64, device=self.device)
         for t in range(steps):

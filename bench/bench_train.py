@@ -1,0 +1,98 @@
+"""Training step time and peak memory of whisperft's memory/speed options, as ratios against
+the plain fp32 run, measured in one invocation on this machine.
+
+Each configuration runs the real `whisperft train` in its own process (so peak memory is its
+own) on the same synthetic windows: batch B x 30 s, N optimizer steps; the first step is
+warm-up and not timed.
+
+    python bench/bench_train.py [--model tiny.en] [--batch-size 8] [--steps 3] [--only NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = {
+    "fp32 (baseline)": [],
+    "gradient checkpointing": ["--gradient-checkpointing"],
+    "8-bit AdamW": ["--use-adam-8bit"],
+    "frozen encoder": ["--train-only-decoder"],
+    "AMP bf16": ["--use-amp"],
+}
+
+
+def make_manifest(folder: Path, n: int, n_mels: int) -> Path:
+    from whisperft.manifest import Record, write_manifest
+
+    rng = np.random.default_rng(0)
+    words = "the patient was given forty milligrams of atorvastatin twice daily".split()
+    records = []
+    for i in range(n):
+        fp = folder / f"w{i}.npy"
+        np.save(fp, (rng.standard_normal((n_mels, 3000)) * 0.3).astype(np.float16))
+        text = "".join(f"<|{2 * k:.2f}|> {' '.join(words[:6 + k % 5])}<|{2 * k + 1.5:.2f}|>" for k in range(4))
+        records.append(Record(audio_path=str(fp), text=text, duration=30.0, features_path=str(fp), n_mels=n_mels))
+    path = folder / "train.json"
+    write_manifest(path, records)
+    return path
+
+
+def run(name: str, extra: list[str], manifest: Path, args, workdir: Path) -> dict:
+    out = workdir / name.replace(" ", "_").replace("(", "").replace(")", "")
+    cmd = [sys.executable, "-m", "whisperft", "train", "--train-json", str(manifest), "--model", args.model,
+           "--batch-size", str(args.batch_size), "--accum-grad-steps", "1", "--train-steps", str(args.steps),
+           "--eval-steps", str(args.steps), "--log-steps", "1", "--warmup-steps", "1",
+           "--save-dir", str(out), *extra]
+    env = {**os.environ, "WHISPERFT_CPU_AMP": "1"}
+    # peak RSS of the child: ru_maxrss of RUSAGE_CHILDREN is the max over waited children, so
+    # every configuration runs in a fresh helper process that reports only its own child.
+    code = ("import resource,subprocess,sys,json;"
+            "r=subprocess.run(sys.argv[1:],capture_output=True,text=True);"
+            "print(json.dumps({'rc':r.returncode,'err':r.stderr[-1500:],"
+            "'maxrss_kb':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))")
+    res = subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True, env=env, cwd=REPO)
+    info = json.loads(res.stdout.strip().splitlines()[-1])
+    if info["rc"] != 0:
+        return {"name": name, "error": info["err"].strip().splitlines()[-1] if info["err"].strip() else "failed"}
+    log = [json.loads(l) for l in open(out / "metrics.jsonl") if '"loss"' in l]
+    timed = [e["sec_per_step"] for e in log[1:]] or [log[0]["sec_per_step"]]
+    return {"name": name, "sec_per_step": float(np.mean(timed)), "peak_gb": info["maxrss_kb"] / 1e6}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="tiny.en")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--only", nargs="*", default=None, help="subset of: " + ", ".join(CONFIGS))
+    args = p.parse_args()
+    from whisperft.models import load_model
+
+    n_mels = load_model(args.model).n_mels
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        manifest = make_manifest(tmp, args.batch_size, n_mels)
+        rows = [run(n, e, manifest, args, tmp) for n, e in CONFIGS.items() if not args.only or n in args.only]
+    base = next((r for r in rows if "sec_per_step" in r), None)
+    print(f"\n{args.model}, batch {args.batch_size} x 30 s, {os.cpu_count()} CPU cores (peak = process max RSS)")
+    print(f"{'configuration':<24} {'s/step':>8} {'vs fp32':>8} {'peak GB':>8} {'vs fp32':>8}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['name']:<24} failed: {r['error']}")
+            continue
+        print(f"{r['name']:<24} {r['sec_per_step']:8.2f} {r['sec_per_step'] / base['sec_per_step']:7.2f}x "
+              f"{r['peak_gb']:8.2f} {r['peak_gb'] / base['peak_gb']:7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
