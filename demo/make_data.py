@@ -149,7 +149,7 @@ TRAIN_SENTENCES = (
     "Her hypoglycemia resolved after insulin glargine was reduced to 14 units.",
     "The INR has been labile on warfarin, so we discussed switching to apixaban.",
     "Metoprolol tartrate 50 milligrams twice daily was changed to carvedilol.",
-    "Continue empagliflozin, spironolactone and losartan for congestive heart failure.",
+    "Her orthopnea improved on empagliflozin, spironolactone and losartan.",
     "Her blood pressure has been labile, so amlodipine was started at 5 milligrams daily.",
     "Gabapentin was reduced to 100 milligrams at bedtime for neuropathy because of drowsiness.",
 )

@@ -197,3 +197,25 @@ def test_two_processes_match_one(tmp_path, tiny_model):
     w1 = torch.load(tmp_path / "one" / "last_model.pt", weights_only=True)["model_state_dict"]
     w2 = torch.load(tmp_path / "two" / "last_model.pt", weights_only=True)["model_state_dict"]
     assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-5
+
+
+def test_encoder_cache_gives_the_same_losses(tmp_path, tiny_model):
+    """Decoder-only training from cached (fp16) encoder outputs follows the uncached run."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    kw = dict(train_only_decoder=True, train_steps=4, eval_steps=4, no_timestamps_rate=0.5)
+    train(cfg_for(tmp_path / "a", tiny_model, cache_encoder_outputs=False, **kw))
+    train(cfg_for(tmp_path / "b", tiny_model, cache_encoder_outputs=True, **kw))
+    cache_files = list((tmp_path / "b" / "out" / "encoder_cache").glob("encoder-*.npy"))
+    assert len(cache_files) == 1
+    assert not (tmp_path / "a" / "out" / "encoder_cache").exists()
+    la = [e["loss"] for e in losses(tmp_path / "a" / "out") if "loss" in e]
+    lb = [e["loss"] for e in losses(tmp_path / "b" / "out") if "loss" in e]
+    assert np.allclose(la, lb, rtol=2e-3, atol=2e-3), (la, lb)
+    # Invariant: the cache is keyed by the encoder weights: another model gets another file
+    from whisperft.data import DataOptions, WhisperDataset
+    from whisperft.data import read_manifests
+    from whisperft.encoder_cache import cache_key
+    b1, b2 = random_bundle(seed=1), random_bundle(seed=2)
+    records = read_manifests(str(tmp_path / "b" / "train.json"))
+    assert cache_key(b1.model.model.encoder, records, 80) != cache_key(b2.model.model.encoder, records, 80)

@@ -105,7 +105,7 @@ class WhisperDataset(Dataset):
             feats = feats.clone()
             feats[:, int(ex.trim_at * FRAMES_PER_SECOND):] = 0.0
         return {"input_features": feats, "decoder_input_ids": ex.decoder_input_ids,
-                "labels": ex.labels, "index": index}
+                "labels": ex.labels, "index": index, "trimmed": ex.trim_at is not None}
 
     def label_length(self, index: int) -> int:
         """Cheap length proxy for batching (characters of text and prompt)."""
@@ -129,6 +129,8 @@ def collate(items: list[dict], pad_id: int) -> dict:
         "decoder_input_ids": ids,
         "decoder_attention_mask": mask,
         "labels": labels,
+        "index": [it["index"] for it in items],
+        "trimmed": [it["trimmed"] for it in items],
         "n_tokens": int(mask.sum()),
         "n_padded": int(mask.numel()),
     }

@@ -57,6 +57,9 @@ class TrainConfig:
     num_workers: int = opt(None, "data-loading processes (default: 4 on GPU, 0 on CPU)")
     save_all_checkpoints: bool = opt(False, "also keep stepN.pt at every evaluation")
     train_only_decoder: bool = opt(False, "freeze the encoder: no encoder gradients or optimizer state")
+    cache_encoder_outputs: bool = opt(True, "with --train-only-decoder: encode each window once "
+                                      "(float16, memory-mapped in SAVE_DIR/encoder_cache) and train "
+                                      "the decoder from that")
     prompt_use_rate: float = opt(0.5, "share of examples conditioned on the previous text (prompt)")
     no_timestamps_rate: float = opt(0.5, "share of examples trained without timestamps")
     no_timestamps_training: bool = opt(False, "train without timestamp tokens at all")
@@ -384,6 +387,27 @@ def train(cfg: TrainConfig, stop_after_steps: int | None = None) -> int:
         dev_loader = torch.utils.data.DataLoader(
             dev_set, batch_size=cfg.dev_batch_size, shuffle=False, collate_fn=collator, num_workers=workers)
 
+    enc_cache = None
+    if cfg.train_only_decoder and cfg.cache_encoder_outputs:
+        from .encoder_cache import EncoderCache
+
+        if main:
+            enc_cache = EncoderCache.build(bundle.model, train_set, save_dir / "encoder_cache", device)
+        accelerator.wait_for_everyone()
+        if not main:  # the other ranks open what the main one wrote
+            enc_cache = EncoderCache.build(bundle.model, train_set, save_dir / "encoder_cache", device,
+                                           progress=False)
+
+    def encoder_states(batch) -> torch.Tensor:
+        """Cached encoder outputs; rows whose audio was trimmed this step are encoded anew."""
+        states = enc_cache.get(batch["index"], device)
+        fresh = [i for i, t in enumerate(batch["trimmed"]) if t]
+        if fresh:
+            with torch.no_grad():
+                feats = batch["input_features"][fresh].to(device)
+                states[fresh] = bundle.model.model.encoder(feats).last_hidden_state.float()
+        return states
+
     n_train = sum(p.numel() for p in params)
     n_all = sum(p.numel() for p in bundle.model.parameters())
     if main:
@@ -454,8 +478,12 @@ def train(cfg: TrainConfig, stop_after_steps: int | None = None) -> int:
                 last_micro = micro == cfg.accum_grad_steps - 1
                 # gradients are all-reduced once per optimizer step, not per micro-batch
                 sync = accelerator.no_sync(model) if not last_micro else contextlib.nullcontext()
+                if enc_cache is not None:
+                    inputs = {"encoder_outputs": (encoder_states(batch),)}
+                else:
+                    inputs = {"input_features": batch["input_features"].to(device)}
                 with sync, accelerator.autocast():
-                    out = model(input_features=batch["input_features"].to(device),
+                    out = model(**inputs,
                                 decoder_input_ids=batch["decoder_input_ids"].to(device),
                                 decoder_attention_mask=batch["decoder_attention_mask"].to(device),
                                 labels=batch["labels"].to(device))

