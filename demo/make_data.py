@@ -360,6 +360,7 @@ def make_demo_data(out_dir: str | Path, *, scale: float = 1.0) -> dict:
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     plan = plan_recordings(scale)
+    _espeak_binary()  # fail before creating any folder
     result = {"out_dir": str(out_dir), "splits": {}}
     with tempfile.TemporaryDirectory(prefix="whisperft-demo-") as tmp:
         for split, recordings in plan.items():

@@ -29,10 +29,10 @@ class DemoOptions:
     out_dir: str = opt("demo_out", "working folder (data, manifests, transcripts, model, report)")
     model: str = opt("tiny.en", "model to fine-tune (the bundled tiny.en works offline)")
     scale: float = opt(1.0, "size of the generated dataset (1.0 = ~5 min of training speech)")
-    train_steps: int = opt(60, "optimizer steps")
+    train_steps: int = opt(20, "optimizer steps")
     batch_size: int = opt(4, "examples per step")
     lr: float = opt(1e-4, "peak learning rate")
-    eval_steps: int = opt(20, "evaluate every this many steps")
+    eval_steps: int = opt(10, "evaluate every this many steps")
     train_only_decoder: bool = opt(False, "freeze the encoder (faster, learns less of the voice)")
     device: str = opt(None, "cuda or cpu (default: cuda if available)")
 

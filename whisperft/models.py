@@ -83,11 +83,28 @@ class WhisperBundle:
         return bool(self.model.generation_config.is_multilingual)
 
 
+class _DropKnownNoise:
+    """Drop two warnings transformers' own Whisper generate triggers on every call (it passes
+    suppress lists alongside the generation config itself); other warnings stay."""
+
+    NOISE = ("Please pass either a `generation_config` object OR",
+             "seem to have been set. `max_new_tokens` will take precedence")
+
+    def filter(self, record) -> bool:
+        message = record.getMessage()
+        return not any(n in message for n in self.NOISE)
+
+
 def _quiet_transformers() -> None:
-    # Their per-call progress bars ("Loading weights") drown ours; their warnings stay.
+    # Their per-call progress bars ("Loading weights") drown ours.
+    import logging
+
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    logger = logging.getLogger("transformers.generation.utils")
+    if not any(isinstance(f, _DropKnownNoise) for f in logger.filters):
+        logger.addFilter(_DropKnownNoise())
 
 
 def cache_dir() -> Path:

@@ -460,6 +460,7 @@ def train(cfg: TrainConfig, stop_after_steps: int | None = None) -> int:
     # ---- the loop ---------------------------------------------------------------------------
     batches = iter(train_loader)
     bad_steps = 0
+    interval_losses: list[float] = []
     tokens_seen = padded_seen = 0
     step = start_step
     bar = tqdm(total=cfg.train_steps, initial=start_step, desc="training", disable=not main,
@@ -512,15 +513,18 @@ def train(cfg: TrainConfig, stop_after_steps: int | None = None) -> int:
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2e}")
 
+            interval_losses.append(step_loss)
             if step % cfg.log_steps == 0 or step == cfg.train_steps:
                 now = time.time()
-                entry = {"step": step, "loss": step_loss, "lr": lr,
+                # the mean over the steps since the last line: one step's loss is too noisy
+                mean_loss = sum(interval_losses) / len(interval_losses)
+                entry = {"step": step, "loss": mean_loss, "lr": lr,
                          "padding": 1 - tokens_seen / max(padded_seen, 1),
-                         "sec_per_step": (now - t_last) / cfg.log_steps}
-                t_last = now
+                         "sec_per_step": (now - t_last) / len(interval_losses)}
+                t_last, interval_losses = now, []
                 log(entry)
                 if main:
-                    tqdm.write(f"Step {step}: loss={step_loss:.2f} | lr={lr:.2g} | "
+                    tqdm.write(f"Step {step}: loss={mean_loss:.2f} | lr={lr:.2g} | "
                                f"padding={entry['padding']:.0%}")
             if stop_after_steps is not None and step - start_step >= stop_after_steps:
                 stop.signal = signal.SIGINT
@@ -529,6 +533,7 @@ def train(cfg: TrainConfig, stop_after_steps: int | None = None) -> int:
                 if cfg.save_all_checkpoints:
                     checkpoint(step, f"step{step}.pt", with_state=False, dtype=torch.float16)
                 checkpoint(step, "last_model.pt", with_state=True)
+                t_last = time.time()  # step times exclude evaluation and saving
             elif stop.signal is not None:
                 checkpoint(step, "last_model.pt", with_state=True)
             if stop.signal is not None:

@@ -34,6 +34,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import os
 import sys
 import time
 import zlib
@@ -82,8 +83,7 @@ class TranscribeOptions:
     language: str | None = opt(None, "spoken language, code or name (en, Spanish); omitted: detected "
                                      "per file on a multilingual model, en on an English-only one")
     task: str = opt("transcribe", "transcribe, or translate into English", choices=("transcribe", "translate"))
-    format: str = opt("srt", "transcript format written next to each other per audio file",
-                      choices=(*FORMATS, "all"))
+    format: str = opt("srt", "transcript format (all: srt, vtt, txt and json)", choices=(*FORMATS, "all"))
     batch_size: int = opt(4, "files decoded together (one 30 s window of each per step)")
     beam_size: int = opt(DEFAULT_BEAM_SIZE, "beam width at temperature 0 (1 = greedy, fastest)")
     best_of: int = opt(BEST_OF, "candidates sampled at each fallback temperature")
@@ -258,14 +258,10 @@ class _SuppressTokens:
 
 
 @contextlib.contextmanager
-def _bare_generation_config(model):
-    """Hide the model's suppress lists while `generate` runs: it would fill the (None) lists of
-    the config we pass from them and add its own slow suppressors beside ours."""
+def _swapped_generation_config(model, config):
+    """`model.generation_config = config` while `generate` runs."""
     saved = model.generation_config
-    bare = copy.deepcopy(saved)
-    bare.suppress_tokens = None
-    bare.begin_suppress_tokens = None
-    model.generation_config = bare
+    model.generation_config = config
     try:
         yield
     finally:
@@ -316,10 +312,18 @@ class TorchTranscriber:
         self.timestamp_begin = tok.convert_tokens_to_ids("<|0.00|>")
         if self.timestamp_begin != self.no_timestamps + 1:  # what the timestamp rules assume
             raise UserError(f"{bundle.source}: tokenizer has no timestamp tokens after <|notimestamps|>")
+        # <|nocaptions|> was renamed <|nospeech|> in large-v3's vocabulary
         self.no_speech = next((i for i in (tok.convert_tokens_to_ids(t) for t in ("<|nospeech|>", "<|nocaptions|>"))
-                               if i is not None and i != tok.unk_token_id), self.no_timestamps - 1)
+                               if i is not None and i != tok.unk_token_id), None)
+        if self.no_speech is None:
+            raise UserError(f"{bundle.source}: tokenizer has neither <|nospeech|> nor <|nocaptions|>")
         self.max_length = self.model.config.max_target_positions  # 448 tokens of decoder context
         self.max_prompt = self.max_length // 2 - 1  # openai-whisper keeps 223 previous tokens
+        # `generate` fills the (None) suppress lists of the config it is given from the model's
+        # and adds its own suppressors, slow ones, beside ours: it is shown a copy without them
+        self._bare_config = copy.deepcopy(gen)
+        self._bare_config.suppress_tokens = None
+        self._bare_config.begin_suppress_tokens = None
         self.initial_prompt = (tok.encode(" " + self.opts.initial_prompt.strip(), add_special_tokens=False)
                                if self.opts.initial_prompt else [])
 
@@ -399,7 +403,7 @@ class TorchTranscriber:
         tracker = _LogprobTracker(self.eot) if beams == 1 else None
         if tracker is not None:
             processors.append(tracker)
-        with _bare_generation_config(self.model):
+        with _swapped_generation_config(self.model, self._bare_config):
             out = GenerationMixin.generate(
                 self.model, encoder_outputs=BaseModelOutput(last_hidden_state=enc),
                 # the encoder sees no padding; saying so keeps `generate` from warning about it
@@ -707,10 +711,13 @@ class CT2Transcriber:
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
         device_type, _, index = device.partition(":")
         folder = ct2_model_dir(options.model)
+        workers = max(1, options.batch_size)
+        # on CPU the cores are shared among the workers, not each given them all
+        threads = max(1, (os.cpu_count() or 1) // workers) if device_type == "cpu" else 0
         try:
             model = WhisperModel(str(folder), device=device_type, device_index=int(index or 0),
                                  compute_type=_ct2_compute_type(options.compute_type, device_type),
-                                 num_workers=max(1, options.batch_size), local_files_only=True)
+                                 cpu_threads=threads, num_workers=workers, local_files_only=True)
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"{folder}: faster-whisper cannot load it ({str(exc).splitlines()[0]})") from None
         return cls(model, options)

@@ -1,0 +1,229 @@
+"""Transcription speed and WER: whisperft's PyTorch decoder, whisperft `--backend ct2`,
+faster-whisper (WhisperModel and BatchedInferencePipeline, float32 and int8) and the
+transformers ASR pipeline, on the same folder of clips. Times are wall seconds of decoding
+(model loading left out, one warm-up first), printed as ratios to faster-whisper's
+WhisperModel at float32, with each system's WER against the clips' text.
+
+    python bench/bench_transcribe.py [--audio-dir DIR] [--model tiny.en] [--beam-size 1]
+                                     [--batch-size 4] [--only ours,fw-f32,...]
+
+Without --audio-dir, espeak-ng speech is synthesised (4 files of 15-70 s, known text). With
+one, references are read from a transcript next to each audio file (same stem, .srt/.vtt/
+.txt), where there is one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+SENTENCES = [
+    "Please call Stella and ask her to bring these things with her from the store.",
+    "The museum opens its new exhibition about ancient Egypt next month.",
+    "We will meet again next Tuesday afternoon at the library.",
+    "She opened the window to let some fresh air into the room.",
+    "The doctor told him to drink more water and get some rest.",
+    "My grandmother keeps a small garden behind her house in the village.",
+    "Our team finished the project two weeks ahead of schedule.",
+    "The old bridge over the river was closed for repairs last summer.",
+    "Reading books before bed helps many people fall asleep more easily.",
+    "The weather today is cold and windy, with rain expected in the evening.",
+    "The children played football in the park until the sun went down.",
+    "Learning a new language takes patience and a lot of practice.",
+]
+FILE_SECONDS = (15, 35, 50, 70)  # lengths of the synthetic files: one window to several
+PAUSE_S = 0.5  # silence between sentences
+
+
+def synthesise(folder: Path) -> dict[Path, str]:
+    from whisperft.audio import SAMPLE_RATE, load_audio, save_wav
+
+    folder.mkdir(parents=True, exist_ok=True)
+    clips = []
+    for i, s in enumerate(SENTENCES):
+        wav = folder / f".sentence{i}.wav"
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(wav), s], check=True,
+                       capture_output=True)
+        clips.append((load_audio(wav), s))
+        wav.unlink()
+    refs = {}
+    k = 0
+    for n, seconds in enumerate(FILE_SECONDS):
+        parts, words = [], []
+        while sum(len(p) for p in parts) < seconds * SAMPLE_RATE:
+            audio, text = clips[k % len(clips)]
+            k += 1
+            parts += [audio, np.zeros(int(PAUSE_S * SAMPLE_RATE), np.float32)]
+            words.append(text)
+        path = folder / f"speech{n}_{seconds}s.wav"
+        save_wav(path, np.concatenate(parts))
+        refs[path] = " ".join(words)
+    return refs
+
+
+def references(folder: Path) -> dict[Path, str | None]:
+    from whisperft.audio import AUDIO_EXTENSIONS
+    from whisperft.subtitles import read_text
+
+    refs = {}
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() in AUDIO_EXTENSIONS:
+            ref = next((p.with_suffix(s) for s in (".srt", ".vtt", ".txt") if p.with_suffix(s).is_file()), None)
+            refs[p] = read_text(ref) if ref else None
+    return refs
+
+
+def normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9' ]", " ", text.lower()).split())
+
+
+def corpus_wer(refs: dict[Path, str | None], hyps: dict[Path, str]) -> float | None:
+    import jiwer
+
+    pairs = [(normalise(r), normalise(hyps[p])) for p, r in refs.items() if r]
+    if not pairs:
+        return None
+    return jiwer.wer([r for r, _ in pairs], [h for _, h in pairs])
+
+
+# --------------------------------------------------------------------------------------------
+# Systems: each is (load() -> run(paths, audios) -> {path: text})
+
+
+def ours(model: str, beam: int, batch: int, backend: str = "torch"):
+    def load():
+        from whisperft import transcribe as tr
+
+        opts = tr.TranscribeOptions(model=model, beam_size=beam, batch_size=batch, backend=backend,
+                                    device="cpu")
+        runner = tr.load_transcriber(opts)
+
+        def run(paths, audios):
+            return {p: t.text for p, t in runner.run(zip(paths, audios))}
+        return run
+    return load
+
+
+def _fw_model_dir(model: str) -> str:
+    from whisperft.transcribe import ct2_model_dir
+
+    return str(ct2_model_dir(model))
+
+
+def faster_whisper(model: str, beam: int, compute_type: str, batch: int | None):
+    def load():
+        from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+        m = WhisperModel(_fw_model_dir(model), device="cpu", compute_type=compute_type)
+        if batch is None:
+            def run(paths, audios):
+                out = {}
+                for p, a in zip(paths, audios):
+                    segments, _ = m.transcribe(a, beam_size=beam, language="en")
+                    out[p] = " ".join(s.text.strip() for s in segments)
+                return out
+        else:
+            pipe = BatchedInferencePipeline(m)
+
+            def run(paths, audios):
+                out = {}
+                for p, a in zip(paths, audios):
+                    segments, _ = pipe.transcribe(a, beam_size=beam, language="en", batch_size=batch)
+                    out[p] = " ".join(s.text.strip() for s in segments)
+                return out
+        return run
+    return load
+
+
+def hf_pipeline(model: str, beam: int, batch: int):
+    def load():
+        import torch
+        from transformers import pipeline
+
+        from whisperft.models import load_model
+
+        bundle = load_model(model)
+        asr = pipeline("automatic-speech-recognition", model=bundle.model, tokenizer=bundle.tokenizer,
+                       feature_extractor=bundle.feature_extractor, device="cpu", dtype=torch.float32)
+
+        def run(paths, audios):
+            # chunked long-form (30 s chunks, 5 s overlap, batched): the pipeline's fast path
+            outs = asr([a.copy() for a in audios], chunk_length_s=30, batch_size=batch,
+                       generate_kwargs={"num_beams": beam, "language": "en"} if bundle.is_multilingual
+                       else {"num_beams": beam})
+            return {p: o["text"] for p, o in zip(paths, outs)}
+        return run
+    return load
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--audio-dir", help="folder of clips (default: synthesise speech with espeak-ng)")
+    ap.add_argument("--model", default="tiny.en")
+    ap.add_argument("--beam-size", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--only", help="comma-separated system names to run")
+    args = ap.parse_args()
+
+    from whisperft.audio import SAMPLE_RATE, load_audio
+
+    tmp = None
+    if args.audio_dir:
+        refs = references(Path(args.audio_dir))
+    else:
+        tmp = tempfile.TemporaryDirectory()
+        refs = synthesise(Path(tmp.name))
+    paths = list(refs)
+    audios = [load_audio(p) for p in paths]
+    total_s = sum(len(a) for a in audios) / SAMPLE_RATE
+    b, n = args.beam_size, args.batch_size
+    systems = {
+        "fw-f32": faster_whisper(args.model, b, "float32", None),  # the baseline: first
+        "fw-int8": faster_whisper(args.model, b, "int8", None),
+        f"fw-batched{n}-f32": faster_whisper(args.model, b, "float32", n),
+        f"fw-batched{n}-int8": faster_whisper(args.model, b, "int8", n),
+        f"ours-torch-b{n}": ours(args.model, b, n),
+        "ours-torch-b1": ours(args.model, b, 1),
+        "ours-ct2": ours(args.model, b, 1, backend="ct2"),
+        f"ours-ct2-b{n}": ours(args.model, b, n, backend="ct2"),
+        f"hf-pipeline-b{n}": hf_pipeline(args.model, b, n),
+    }
+    if args.only:
+        wanted = set(args.only.split(","))
+        systems = {k: v for k, v in systems.items() if k in wanted or k == "fw-f32"}
+    print(f"{len(paths)} files, {total_s:.1f} s of audio; model {args.model}, beam {b}, "
+          f"torch threads {__import__('torch').get_num_threads()}, cpu count {os.cpu_count()}")
+    rows = []
+    for name, load in systems.items():
+        t = time.perf_counter()
+        run = load()
+        load_s = time.perf_counter() - t
+        run(paths[:1], [audios[0][:5 * SAMPLE_RATE]])  # warm-up
+        t = time.perf_counter()
+        hyps = run(paths, audios)
+        wall = time.perf_counter() - t
+        rows.append((name, load_s, wall, corpus_wer(refs, hyps)))
+        print(f"  {name:22s} {wall:7.1f} s", file=sys.stderr, flush=True)
+    base = rows[0][2]
+    print(f"{'system':22s} {'load s':>7s} {'wall s':>7s} {'x real':>7s} {'vs fw-f32':>9s} {'WER':>6s}")
+    for name, load_s, wall, w in rows:
+        wer_s = f"{100 * w:5.1f}%" if w is not None else "    -"
+        print(f"{name:22s} {load_s:7.1f} {wall:7.1f} {total_s / wall:7.1f} {wall / base:8.2f}x {wer_s}")
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
