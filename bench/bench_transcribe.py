@@ -1,8 +1,9 @@
 """Transcription speed and WER: whisperft's PyTorch decoder, whisperft `--backend ct2`,
 faster-whisper (WhisperModel and BatchedInferencePipeline, float32 and int8) and the
 transformers ASR pipeline, on the same folder of clips. Times are wall seconds of decoding
-(model loading left out, one warm-up first), printed as ratios to faster-whisper's
-WhisperModel at float32, with each system's WER against the clips' text.
+(model loading left out, one warm-up first; CPU seconds of this process beside them, a check on
+a shared machine), printed as ratios to faster-whisper's WhisperModel at float32, with each
+system's WER against the clips' text.
 
     python bench/bench_transcribe.py [--audio-dir DIR] [--model tiny.en] [--beam-size 1]
                                      [--batch-size 4] [--only ours,fw-f32,...]
@@ -211,16 +212,16 @@ def main() -> None:
         run = load()
         load_s = time.perf_counter() - t
         run(paths[:1], [audios[0][:5 * SAMPLE_RATE]])  # warm-up
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         hyps = run(paths, audios)
-        wall = time.perf_counter() - t
-        rows.append((name, load_s, wall, corpus_wer(refs, hyps)))
-        print(f"  {name:22s} {wall:7.1f} s", file=sys.stderr, flush=True)
+        wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+        rows.append((name, load_s, wall, cpu, corpus_wer(refs, hyps)))
+        print(f"  {name:22s} {wall:7.1f} s (load average {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
     base = rows[0][2]
-    print(f"{'system':22s} {'load s':>7s} {'wall s':>7s} {'x real':>7s} {'vs fw-f32':>9s} {'WER':>6s}")
-    for name, load_s, wall, w in rows:
+    print(f"{'system':22s} {'load s':>7s} {'wall s':>7s} {'cpu s':>7s} {'x real':>7s} {'vs fw-f32':>9s} {'WER':>6s}")
+    for name, load_s, wall, cpu, w in rows:
         wer_s = f"{100 * w:5.1f}%" if w is not None else "    -"
-        print(f"{name:22s} {load_s:7.1f} {wall:7.1f} {total_s / wall:7.1f} {wall / base:8.2f}x {wer_s}")
+        print(f"{name:22s} {load_s:7.1f} {wall:7.1f} {cpu:7.1f} {total_s / wall:7.1f} {wall / base:8.2f}x {wer_s}")
     if tmp is not None:
         tmp.cleanup()
 

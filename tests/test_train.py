@@ -219,3 +219,54 @@ def test_encoder_cache_gives_the_same_losses(tmp_path, tiny_model):
     b1, b2 = random_bundle(seed=1), random_bundle(seed=2)
     records = read_manifests(str(tmp_path / "b" / "train.json"))
     assert cache_key(b1.model.model.encoder, records, 80) != cache_key(b2.model.model.encoder, records, 80)
+
+
+def test_lora_trains_few_parameters_saves_merged_and_resumes(tmp_path, tiny_model):
+    pytest.importorskip("peft")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    kw = dict(lora_rank=4, lora_dropout=0.0, eval_steps=3, lr=1e-2)
+    train(cfg_for(tmp_path / "a", tiny_model, **kw))
+    train(cfg_for(tmp_path / "b", tiny_model, **kw), stop_after_steps=4)
+    out_b = tmp_path / "b" / "out"
+    train(cfg_for(tmp_path / "b", tiny_model, resume=str(out_b / "last_model.pt"), **kw))
+    out_a = tmp_path / "a" / "out"
+    la = [e["loss"] for e in losses(out_a) if "loss" in e]
+    lb = [e["loss"] for e in losses(out_b) if "loss" in e]
+    assert len(la) == 6 and np.allclose(la, lb, atol=1e-6, rtol=0)
+    ckpt = torch.load(out_a / "last_model.pt", weights_only=True)
+    adapter = ckpt["whisperft_train_state"]["adapter"]
+    n_adapter = sum(v.numel() for v in adapter.values())
+    n_model = sum(v.numel() for v in ckpt["model_state_dict"].values())
+    assert 0 < n_adapter < 0.05 * n_model
+    assert (out_a / "lora_adapter" / "adapter_config.json").is_file()
+    # best/last are plain merged weights: openai names only, loadable anywhere, and changed
+    merged = ckpt["model_state_dict"]
+    assert not any("lora" in k for k in merged)
+    base = torch.load(tiny_model, weights_only=True)["model_state_dict"]
+    changed = [k for k in base if not torch.equal(base[k], merged[k])]
+    assert changed and all(k.endswith("weight") for k in changed)
+    assert all(any(t in k for t in ("query", "key", "value", "out", "mlp")) for k in changed)
+    models.load_model(out_a / "best_model.pt")
+
+
+def test_memory_options_run_on_cpu(tmp_path, tiny_model, capsys):
+    """8-bit Adam (bitsandbytes), AMP and gradient checkpointing degrade/run on CPU, no crash."""
+    pytest.importorskip("bitsandbytes")
+    cfg = cfg_for(tmp_path, tiny_model, train_steps=2, eval_steps=2, use_adam_8bit=True, use_amp=True,
+                  gradient_checkpointing=True)
+    assert train(cfg) == 0
+    err = capsys.readouterr().err
+    assert "--use-amp ignored on CPU" in err and "8-bit Adam on CPU" in err
+    assert (tmp_path / "out" / "best_model.pt").is_file()
+
+
+def test_bad_settings_are_clear_errors(tmp_path, tiny_model):
+    from whisperft.errors import UserError
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA GPU"):
+            train(cfg_for(tmp_path, tiny_model, device="cuda"))
+    with pytest.raises(UserError, match="prompt-use-rate"):
+        train(cfg_for(tmp_path, tiny_model, prompt_use_rate=1.5))
+    with pytest.raises(UserError, match="no such manifest"):
+        train(cfg_for(tmp_path, tiny_model, train_json=str(tmp_path / "nope.json")))

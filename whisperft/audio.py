@@ -49,25 +49,78 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
                 raise AudioError(f"{path}: no audio stream in this file")
             stream = container.streams.audio[0]
             resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-            # Collect chunks and concatenate once: appending to one array would copy
-            # hours-long recordings again and again.
-            chunks: list[np.ndarray] = []
+            buffer = _SampleBuffer(_expected_samples(container, stream, sample_rate))
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
+                    buffer.append(out.to_ndarray().reshape(-1))
             for out in resampler.resample(None):  # flush the resampler's buffered tail
-                chunks.append(out.to_ndarray().reshape(-1))
+                buffer.append(out.to_ndarray().reshape(-1))
+        audio = buffer.result()
     except AudioError:
         raise
+    except MemoryError:
+        raise AudioError(f"{path}: not enough memory to decode this file") from None
     except Exception as exc:  # PyAV raises many types (InvalidDataError, EOFError, ...)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AudioError(f"{path}: cannot decode audio ({reason})") from None
-    if not chunks:
-        raise AudioError(f"{path}: no audio samples could be decoded")
-    audio = np.concatenate(chunks).astype(np.float32, copy=False)
     if audio.size == 0:
         raise AudioError(f"{path}: no audio samples could be decoded")
     return audio
+
+
+MAX_PREALLOCATED_SECONDS = 24 * 3600  # a header claiming more is not believed up front
+
+
+def _expected_samples(container, stream, sample_rate: int) -> int | None:
+    """Samples the decoded audio should have, from the stream's (or container's) duration."""
+    import av
+
+    seconds = None
+    try:
+        if stream.duration is not None and stream.time_base:
+            seconds = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            seconds = container.duration / av.time_base
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        return None
+    if seconds is None or not 0 < seconds < float("inf"):
+        return None
+    seconds = min(seconds, MAX_PREALLOCATED_SECONDS)
+    # 0.5% + 1 s of slack: codec priming, resampler tail, durations rounded in headers
+    return int(seconds * 1.005 * sample_rate) + sample_rate
+
+
+class _SampleBuffer:
+    """Decoded samples gathered into one array allocated once (from the expected length), so an
+    hours-long recording is held once, not as a list of chunks plus their concatenation.
+    Past the expected length (a header that under-reports) the rest is gathered in chunks."""
+
+    def __init__(self, expected: int | None):
+        self.array = None
+        if expected:
+            try:
+                self.array = np.empty(expected, dtype=np.float32)  # pages are touched as filled
+            except MemoryError:
+                self.array = None
+        self.filled = 0
+        self.extra: list[np.ndarray] = []
+
+    def append(self, samples: np.ndarray) -> None:
+        n = samples.size
+        room = 0 if self.array is None or self.extra else self.array.size - self.filled
+        take = min(n, room)
+        if take:
+            self.array[self.filled:self.filled + take] = samples[:take]
+            self.filled += take
+        if take < n:
+            self.extra.append(np.array(samples[take:], dtype=np.float32))  # a copy: frames are reused
+
+    def result(self) -> np.ndarray:
+        head = np.empty(0, dtype=np.float32) if self.array is None else self.array
+        if self.extra:
+            return np.concatenate([head[:self.filled], *self.extra])
+        head.resize(self.filled, refcheck=False)  # shrink in place (realloc), no copy
+        return head
 
 
 def save_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:

@@ -5,10 +5,24 @@
      "source": "../data/train_audio/lecture1.wav",
      "features_path": "train_dump/lecture1/28000.mel80.npy", "n_mels": 80}
 
-Paths are stored relative to the manifest's folder (so a dataset folder can be moved or copied
-to another machine whole) and come back from `read_manifest` resolved against that folder.
+Paths of files inside the manifest's folder (and its subfolders) are stored relative to it, so
+a dataset folder can be moved or copied to another machine whole; paths of files elsewhere are
+stored absolute. `read_manifest` resolves relative paths against the manifest's folder.
 Manifests of jumon/whisper-finetuning (`audio_path` or `audio`, `text`, `language`, `prompt`,
 absolute paths) read as they are.
+
+Where a manifest may point (a manifest may come from someone else, with a downloaded dataset):
+  - a relative path must stay inside the manifest's folder tree: one that climbs out of it
+    ("../../etc/passwd", "a/../../x.wav") is refused with an error naming the line and field;
+  - an absolute path (or "~/...") is taken as written: that is how the user's own tools (our
+    writer, for files outside the folder; the origin project, always) name files on this
+    machine, and such a manifest is tied to this machine anyway. Check the absolute paths of a
+    manifest you did not make (`grep '"/' data.json`) before training on it;
+  - symbolic links inside the folder tree are followed: whoever set the folder up put them there
+    (data -> /mnt/big is common); the check is on the path as written, not on the link targets;
+  - a path holding a NUL character, or text that is not valid Unicode, is refused.
+Nothing is ever written to a path read from a manifest; files are only read (as audio, or as
+`.npy` features with `allow_pickle=False`).
 
 Where the audio of an example is (see `Record.offset`):
   - `source` set: `audio_path` holds exactly the window (written by `prepare` into its dump
@@ -52,12 +66,16 @@ class Record:
 
 
 def _relative(path: str | None, folder: Path) -> str | None:
+    """`path` relative to `folder` if it lies inside its tree, else absolute (see module doc)."""
     if path is None:
         return None
+    absolute = os.path.abspath(os.path.expanduser(path))
     try:
-        rel = os.path.relpath(os.path.abspath(path), folder)
+        rel = os.path.relpath(absolute, folder)
     except ValueError:  # another drive on Windows: no relative path exists
-        return str(Path(path).absolute())
+        return Path(absolute).as_posix()
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        return Path(absolute).as_posix()  # outside the folder: a relative path would climb out
     return Path(rel).as_posix()
 
 
@@ -80,11 +98,21 @@ def write_manifest(path: str | Path, records: list[Record]) -> None:
     atomic_write_text(path, "".join(lines))
 
 
+def _short(value) -> str:
+    """repr of a value from the file, cut to fit in one line of a message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _number(value, name: str, where: str, optional: bool = False):
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise UserError(f"{where}: {name!r} must be a number of seconds >= 0, not {value!r}")
+    try:
+        ok = not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= float(value) < math.inf
+    except OverflowError:  # an integer too large for a float
+        ok = False
+    if not ok:
+        raise UserError(f"{where}: {name!r} must be a number of seconds >= 0, not {_short(value)}")
     return float(value)
 
 
@@ -97,27 +125,46 @@ def _record_from(data, where: str, folder: Path) -> Record:
         if key not in data:
             raise UserError(f"{where}: missing {key!r}")
     for key in ("audio_path", "text", "language", "prompt", "source", "features_path"):
-        if key in data and data[key] is not None and not isinstance(data[key], str):
-            raise UserError(f"{where}: {key!r} must be a string, not {data[key]!r}")
+        value = data.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise UserError(f"{where}: {key!r} must be a string, not {_short(value)}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate such as "\ud800"
+            raise UserError(f"{where}: {key!r} is not valid Unicode (character {exc.start})") from None
+        if key in _PATH_FIELDS and "\0" in value:
+            raise UserError(f"{where}: {key!r} contains a NUL character")
     if not data["audio_path"]:
         raise UserError(f"{where}: 'audio_path' is empty")
     n_mels = data.get("n_mels")
     if n_mels is not None and (isinstance(n_mels, bool) or not isinstance(n_mels, int) or n_mels <= 0):
-        raise UserError(f"{where}: 'n_mels' must be a positive integer, not {n_mels!r}")
+        raise UserError(f"{where}: 'n_mels' must be a positive integer, not {_short(n_mels)}")
 
-    def resolve(p: str | None) -> str | None:
-        # An absolute path (the origin wrote those) stays as it is.
-        return None if not p else os.path.normpath(folder / os.path.expanduser(p))
+    def resolve(key: str) -> str | None:
+        p = data.get(key)
+        if not p:
+            return None
+        p = os.path.expanduser(p)
+        if os.path.isabs(p):  # the user's own (see the module doc): taken as written
+            return os.path.normpath(p)
+        resolved = os.path.normpath(os.path.join(folder, p))
+        if os.path.commonpath([folder, resolved]) != str(folder):
+            raise UserError(f"{where}: {key!r} {_short(p)} leads outside the manifest's folder "
+                            f"{folder}; relative paths must stay inside it (write an absolute "
+                            "path if you mean that file)")
+        return resolved
 
     return Record(
-        audio_path=resolve(data["audio_path"]),
+        audio_path=resolve("audio_path"),
         text=data["text"],
         language=data.get("language") or "en",
         prompt=data.get("prompt") or "",
         start=_number(data.get("start", 0.0), "start", where),
         duration=_number(data.get("duration"), "duration", where, optional=True),
-        source=resolve(data.get("source")),
-        features_path=resolve(data.get("features_path")),
+        source=resolve("source"),
+        features_path=resolve("features_path"),
         n_mels=n_mels,
     )
 
@@ -136,9 +183,13 @@ def read_manifest(path: str | Path) -> list[Record]:
         raise UserError(f"{path}: is a folder, not a manifest file") from None
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); is it a manifest?") from None
-    folder = path.absolute().parent
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
+    folder = Path(os.path.normpath(path.absolute().parent))
     records = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # split on "\n" only: str.splitlines() also splits at U+2028, U+0085, ..., which JSON
+    # strings may hold unescaped (json.dumps(ensure_ascii=False) writes them as they are)
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         where = f"{path}: line {number}"
@@ -146,5 +197,7 @@ def read_manifest(path: str | Path) -> list[Record]:
             data = json.loads(line)
         except json.JSONDecodeError as exc:
             raise UserError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:  # "[[[[...": nested deeper than the parser goes
+            raise UserError(f"{where}: not a manifest line (JSON nested too deeply)") from None
         records.append(_record_from(data, where, folder))
     return records

@@ -70,6 +70,12 @@ class TrainConfig:
     eval_wer: int = opt(0, "also decode this many validation examples and report WER (0 = off)")
     resume: str = opt(None, "continue from a last_model.pt (weights, optimizer, step, data order)")
     max_bad_steps: int = opt(10, "stop after this many consecutive steps with a NaN/inf loss")
+    lora_rank: int = opt(0, "train LoRA adapters of this rank instead of every weight (0 = full "
+                         "fine-tuning); best_model.pt/last_model.pt are saved merged")
+    lora_alpha: float = opt(None, "LoRA scaling numerator (default: 2 x rank)")
+    lora_dropout: float = opt(0.05, "dropout on the LoRA input")
+    lora_targets: str = opt("q_proj,k_proj,v_proj,out_proj,fc1,fc2",
+                            "comma-separated names of the linear layers that get adapters")
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,7 +219,7 @@ def evaluate_wer(bundle, dataset, layout, n: int, device) -> float:
     """WER of greedy decoding (timestamps on, previous text as prompt) on the first n examples."""
     from .metrics import score
 
-    model = bundle.model
+    model = _whisper(bundle.model)
     model.eval()
     pairs = []
     for i in range(min(n, len(dataset))):
@@ -288,6 +294,46 @@ def save_checkpoint(bundle, path: Path, train_state: dict | None = None,
                         "the previous one is intact") from None
 
 
+def _whisper(model):
+    """The WhisperForConditionalGeneration inside a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _add_lora(bundle, cfg: TrainConfig, train_state: dict | None) -> None:
+    """Wrap bundle.model with LoRA adapters (restored from `train_state` when resuming)."""
+    try:
+        from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    except ImportError:
+        raise UserError("--lora-rank needs peft: pip install 'whisperft[lora]'") from None
+    targets = [t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
+    config = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_rank,
+                        lora_dropout=cfg.lora_dropout, target_modules=targets, bias="none")
+    try:
+        peft_model = get_peft_model(bundle.model, config)
+    except ValueError as exc:
+        raise UserError(f"--lora-targets {cfg.lora_targets}: {str(exc).splitlines()[0]}") from None
+    if train_state is not None:
+        set_peft_model_state_dict(peft_model, train_state["adapter"])
+    bundle.model = peft_model
+
+
+def _merged(bundle, peft_model):
+    """A bundle whose model is a merged copy (W + BA): what best_model.pt holds."""
+    import copy
+
+    from .models import WhisperBundle
+
+    merged = copy.deepcopy(peft_model).merge_and_unload()
+    return WhisperBundle(merged, bundle.tokenizer, bundle.feature_extractor, bundle.source)
+
+
+def _save_adapter(peft_model, folder: Path) -> None:
+    from .models import _atomic_dir
+
+    with _atomic_dir(folder) as tmp:
+        peft_model.save_pretrained(tmp)
+
+
 def _choose_device(cfg: TrainConfig) -> str:
     if cfg.device:
         return cfg.device
@@ -338,9 +384,12 @@ def train(cfg: TrainConfig, stop_after_steps: int | None = None) -> int:
             raise UserError(f"{resume}: holds weights but no training state to resume "
                             "(use it as --model to start a new run from it)")
         del ckpt
-        bundle = load_model(resume)
+        # a LoRA run resumes from its base model + the adapter; a full run from the weights
+        bundle = load_model(train_state["lora_base"] if train_state.get("lora_base") else resume)
     else:
         bundle = load_model(cfg.model)
+    if cfg.lora_rank:
+        _add_lora(bundle, cfg, train_state)
     model = bundle.model
     model.to(device)
     model.train()
@@ -354,7 +403,7 @@ def train(cfg: TrainConfig, stop_after_steps: int | None = None) -> int:
         dev_set = WhisperDataset(read_manifests(cfg.dev_json), layout, bundle.n_mels, dev_opts)
 
     if cfg.train_only_decoder:
-        for p in model.model.encoder.parameters():
+        for p in _whisper(model).model.encoder.parameters():
             p.requires_grad_(False)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -392,10 +441,10 @@ def train(cfg: TrainConfig, stop_after_steps: int | None = None) -> int:
         from .encoder_cache import EncoderCache
 
         if main:
-            enc_cache = EncoderCache.build(bundle.model, train_set, save_dir / "encoder_cache", device)
+            enc_cache = EncoderCache.build(_whisper(bundle.model), train_set, save_dir / "encoder_cache", device)
         accelerator.wait_for_everyone()
         if not main:  # the other ranks open what the main one wrote
-            enc_cache = EncoderCache.build(bundle.model, train_set, save_dir / "encoder_cache", device,
+            enc_cache = EncoderCache.build(_whisper(bundle.model), train_set, save_dir / "encoder_cache", device,
                                            progress=False)
 
     def encoder_states(batch) -> torch.Tensor:
@@ -405,7 +454,7 @@ def train(cfg: TrainConfig, stop_after_steps: int | None = None) -> int:
         if fresh:
             with torch.no_grad():
                 feats = batch["input_features"][fresh].to(device)
-                states[fresh] = bundle.model.model.encoder(feats).last_hidden_state.float()
+                states[fresh] = _whisper(bundle.model).model.encoder(feats).last_hidden_state.float()
         return states
 
     n_train = sum(p.numel() for p in params)
@@ -430,8 +479,19 @@ def train(cfg: TrainConfig, stop_after_steps: int | None = None) -> int:
             state = {"step": step, "optimizer": optimizer.state_dict(), "best_loss": best_loss,
                      "rng": _rng_state(), "history": json.dumps(history),
                      "config": json.dumps(dataclasses.asdict(cfg))}
+            if cfg.lora_rank:
+                from peft import get_peft_model_state_dict
+
+                state["lora_base"] = (train_state or {}).get("lora_base") or cfg.model
+                state["adapter"] = {k: v.detach().cpu() for k, v in
+                                    get_peft_model_state_dict(accelerator.unwrap_model(model)).items()}
         if main:
-            save_checkpoint(bundle, save_dir / name, state, dtype)
+            target = bundle
+            if cfg.lora_rank:  # downstream tools take plain weights: save the merge
+                target = _merged(bundle, accelerator.unwrap_model(model))
+                if with_state:
+                    _save_adapter(accelerator.unwrap_model(model), save_dir / "lora_adapter")
+            save_checkpoint(target, save_dir / name, state, dtype)
 
     def validate(step: int) -> None:
         nonlocal best_loss
