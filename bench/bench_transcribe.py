@@ -103,12 +103,12 @@ def corpus_wer(refs: dict[Path, str | None], hyps: dict[Path, str]) -> float | N
 # Systems: each is (load() -> run(paths, audios) -> {path: text})
 
 
-def ours(model: str, beam: int, batch: int, backend: str = "torch"):
+def ours(model: str, beam: int, batch: int, threads: int, backend: str = "torch"):
     def load():
         from whisperft import transcribe as tr
 
         opts = tr.TranscribeOptions(model=model, beam_size=beam, batch_size=batch, backend=backend,
-                                    device="cpu")
+                                    device="cpu", threads=threads)
         runner = tr.load_transcriber(opts)
 
         def run(paths, audios):
@@ -123,11 +123,11 @@ def _fw_model_dir(model: str) -> str:
     return str(ct2_model_dir(model))
 
 
-def faster_whisper(model: str, beam: int, compute_type: str, batch: int | None):
+def faster_whisper(model: str, beam: int, compute_type: str, batch: int | None, threads: int):
     def load():
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-        m = WhisperModel(_fw_model_dir(model), device="cpu", compute_type=compute_type)
+        m = WhisperModel(_fw_model_dir(model), device="cpu", compute_type=compute_type, cpu_threads=threads)
         if batch is None:
             def run(paths, audios):
                 out = {}
@@ -169,12 +169,44 @@ def hf_pipeline(model: str, beam: int, batch: int):
     return load
 
 
+def hf_longform(model: str, beam: int, batch: int):
+    def load():
+        import torch
+
+        from whisperft.features import log_mel_spectrogram
+        from whisperft.models import load_model
+
+        bundle = load_model(model)
+
+        def run(paths, audios):
+            # transformers' own sequential long-form algorithm, fed our features, `batch` files at once
+            out = {}
+            for i in range(0, len(audios), batch):
+                feats = [log_mel_spectrogram(a, bundle.n_mels)[:, :-1] for a in audios[i:i + batch]]
+                width = max(f.shape[-1] for f in feats)
+                x = torch.stack([torch.nn.functional.pad(f, (0, width - f.shape[-1])) for f in feats])
+                mask = torch.stack([(torch.arange(width) < f.shape[-1]).long() for f in feats])
+                with torch.inference_mode():
+                    ids = bundle.model.generate(
+                        x, attention_mask=mask, return_timestamps=True, condition_on_prev_tokens=True,
+                        num_beams=beam, temperature=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
+                        compression_ratio_threshold=2.4, logprob_threshold=-1.0, no_speech_threshold=0.6)
+                for p, row in zip(paths[i:i + batch], ids):
+                    out[p] = bundle.tokenizer.decode(row, skip_special_tokens=True)
+            return out
+        return run
+    return load
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--audio-dir", help="folder of clips (default: synthesise speech with espeak-ng)")
     ap.add_argument("--model", default="tiny.en")
     ap.add_argument("--beam-size", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="CPU threads per system (default 1: ratios that hold on a shared machine; "
+                         "0 = all cores)")
     ap.add_argument("--only", help="comma-separated system names to run")
     args = ap.parse_args()
 
@@ -189,23 +221,28 @@ def main() -> None:
     paths = list(refs)
     audios = [load_audio(p) for p in paths]
     total_s = sum(len(a) for a in audios) / SAMPLE_RATE
-    b, n = args.beam_size, args.batch_size
+    import torch
+
+    b, n, th = args.beam_size, args.batch_size, args.threads
+    if th > 0:
+        torch.set_num_threads(th)
     systems = {
-        "fw-f32": faster_whisper(args.model, b, "float32", None),  # the baseline: first
-        "fw-int8": faster_whisper(args.model, b, "int8", None),
-        f"fw-batched{n}-f32": faster_whisper(args.model, b, "float32", n),
-        f"fw-batched{n}-int8": faster_whisper(args.model, b, "int8", n),
-        f"ours-torch-b{n}": ours(args.model, b, n),
-        "ours-torch-b1": ours(args.model, b, 1),
-        "ours-ct2": ours(args.model, b, 1, backend="ct2"),
-        f"ours-ct2-b{n}": ours(args.model, b, n, backend="ct2"),
+        "fw-f32": faster_whisper(args.model, b, "float32", None, th),  # the baseline: first
+        "fw-int8": faster_whisper(args.model, b, "int8", None, th),
+        f"fw-batched{n}-f32": faster_whisper(args.model, b, "float32", n, th),
+        f"fw-batched{n}-int8": faster_whisper(args.model, b, "int8", n, th),
+        "ours-torch-b1": ours(args.model, b, 1, th),
+        f"ours-torch-b{n}": ours(args.model, b, n, th),
+        "ours-ct2": ours(args.model, b, 1, th, backend="ct2"),
+        f"ours-ct2-b{n}": ours(args.model, b, n, th, backend="ct2"),
+        f"hf-longform-b{n}": hf_longform(args.model, b, n),
         f"hf-pipeline-b{n}": hf_pipeline(args.model, b, n),
     }
     if args.only:
         wanted = set(args.only.split(","))
         systems = {k: v for k, v in systems.items() if k in wanted or k == "fw-f32"}
     print(f"{len(paths)} files, {total_s:.1f} s of audio; model {args.model}, beam {b}, "
-          f"torch threads {__import__('torch').get_num_threads()}, cpu count {os.cpu_count()}")
+          f"threads {torch.get_num_threads()} (of {os.cpu_count()} cores)")
     rows = []
     for name, load in systems.items():
         t = time.perf_counter()

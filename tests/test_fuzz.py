@@ -86,6 +86,9 @@ def test_parsers_end_in_cues_or_a_subtitle_error(text):
                 assert isinstance(c, Cue) and isinstance(c.text, str)
                 assert math.isfinite(c.start) and math.isfinite(c.end) and c.start >= 0 and c.end >= 0
                 assert "\n\n" not in c.text and c.text == c.text.strip()
+                # no timing line swallowed as text (a cue that lacked its blank line)
+                assert "-->" not in c.text, c.text
+                assert not any(ord(ch) < 32 and ch != "\n" for ch in c.text), repr(c.text)
 
 
 @FUZZ

@@ -270,3 +270,16 @@ def test_bad_settings_are_clear_errors(tmp_path, tiny_model):
         train(cfg_for(tmp_path, tiny_model, prompt_use_rate=1.5))
     with pytest.raises(UserError, match="no such manifest"):
         train(cfg_for(tmp_path, tiny_model, train_json=str(tmp_path / "nope.json")))
+
+
+def test_plain_text_records_always_train_without_timestamps(tmp_path):
+    from whisperft.data import DataOptions, WhisperDataset
+    b = random_bundle()
+    layout = TokenLayout(b.tokenizer, multilingual=False)
+    fp = tmp_path / "f.npy"
+    np.save(fp, np.zeros((80, 3000), np.float16))
+    recs = [Record(audio_path=str(fp), text=" plain clip text", features_path=str(fp), n_mels=80),
+            Record(audio_path=str(fp), text="<|0.00|> timed<|1.00|>", features_path=str(fp), n_mels=80)]
+    ds = WhisperDataset(recs, layout, 80, DataOptions(prompt_use_rate=0.0, no_timestamps_rate=0.0))
+    assert layout.no_timestamps in ds[0]["decoder_input_ids"]
+    assert layout.no_timestamps not in ds[1]["decoder_input_ids"]

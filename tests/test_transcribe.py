@@ -76,6 +76,7 @@ def cli_run(long_clip, speech_clips, tiny_en, tmp_path_factory):
     return proc, audio_dir, save_dir
 
 
+@pytest.mark.slow
 def test_cli_writes_one_srt_per_audio_file_and_skips_a_corrupt_one(cli_run):
     proc, audio_dir, save_dir = cli_run
     assert proc.returncode == 1, proc.stderr  # one file failed
@@ -85,6 +86,7 @@ def test_cli_writes_one_srt_per_audio_file_and_skips_a_corrupt_one(cli_run):
     assert "transcribed 2 file(s), 0 already done, 1 failed" in proc.stderr
 
 
+@pytest.mark.slow
 def test_long_form_srt_matches_the_spoken_text(cli_run, long_clip):
     _, _, save_dir = cli_run
     _, text, duration = long_clip
@@ -99,6 +101,7 @@ def test_long_form_srt_matches_the_spoken_text(cli_run, long_clip):
     assert cues[-1].start > 30  # the second window's segments are placed after the first's
 
 
+@pytest.mark.slow
 def test_backends_and_faster_whisper_give_the_same_text(cli_run, long_clip):
     """Greedy: our decoder (batched with another file in the CLI run), --backend ct2 and
     faster-whisper called directly agree on every segment's text and times."""
@@ -121,6 +124,7 @@ def test_backends_and_faster_whisper_give_the_same_text(cli_run, long_clip):
     assert ours == via_backend == direct
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_files(cli_run, tmp_path, capfd):
     _, audio_dir, save_dir = cli_run
     audio = tmp_path / "audio"
@@ -136,6 +140,7 @@ def test_rerun_skips_finished_files(cli_run, tmp_path, capfd):
     assert "0 file(s), 2 already done, 0 failed" in capfd.readouterr().err
 
 
+@pytest.mark.slow
 def test_training_checkpoint_is_accepted_by_both_backends(cli_run, tiny_en, speech_clips, tmp_path, capfd):
     """best_model.pt (openai-whisper format, what training writes) works as --model, and
     --backend ct2 converts it once into the cache; both transcribe as tiny.en did."""

@@ -48,24 +48,47 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
             if not container.streams.audio:
                 raise AudioError(f"{path}: no audio stream in this file")
             stream = container.streams.audio[0]
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
             buffer = _SampleBuffer(_expected_samples(container, stream, sample_rate))
+            resampler = None
             for frame in container.decode(stream):
+                if resampler is None:
+                    resampler = _resampler_for(frame, sample_rate)
                 for out in resampler.resample(frame):
-                    buffer.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):  # flush the resampler's buffered tail
-                buffer.append(out.to_ndarray().reshape(-1))
+                    buffer.append(_mono(out))
+            if resampler is not None:
+                for out in resampler.resample(None):  # flush the resampler's buffered tail
+                    buffer.append(_mono(out))
         audio = buffer.result()
     except AudioError:
         raise
     except MemoryError:
         raise AudioError(f"{path}: not enough memory to decode this file") from None
     except Exception as exc:  # PyAV raises many types (InvalidDataError, EOFError, ...)
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        # FFmpegError's str() repeats the errno and the path: its strerror says it once
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        reason = reason.splitlines()[0][:200]
         raise AudioError(f"{path}: cannot decode audio ({reason})") from None
     if audio.size == 0:
         raise AudioError(f"{path}: no audio samples could be decoded")
     return audio
+
+
+def _resampler_for(frame, sample_rate: int):
+    """Stereo is kept as two planes and averaged here (`_mono`); FFmpeg's own stereo -> mono
+    mix adds the channels at -3 dB each, so a loud recording would leave [-1, 1] (x1.41).
+    Other layouts (5.1: the centre channel carries the speech) take FFmpeg's mono mix."""
+    import av
+
+    stereo = len(frame.layout.channels) == 2
+    return av.AudioResampler(format="fltp" if stereo else "flt", layout="stereo" if stereo else "mono",
+                             rate=sample_rate)
+
+
+def _mono(frame) -> np.ndarray:
+    planes = frame.to_ndarray()  # (2, n) planar stereo, or (1, n) mono
+    if planes.shape[0] == 2:
+        return (planes[0] + planes[1]) * np.float32(0.5)
+    return planes.reshape(-1)
 
 
 MAX_PREALLOCATED_SECONDS = 24 * 3600  # a header claiming more is not believed up front
@@ -91,36 +114,32 @@ def _expected_samples(container, stream, sample_rate: int) -> int | None:
 
 
 class _SampleBuffer:
-    """Decoded samples gathered into one array allocated once (from the expected length), so an
-    hours-long recording is held once, not as a list of chunks plus their concatenation.
-    Past the expected length (a header that under-reports) the rest is gathered in chunks."""
+    """Decoded samples gathered in one growing array, so an hours-long recording is held once
+    (not as a list of chunks plus their concatenation: twice). It starts at the expected length
+    and, when a header under-reports (or has no duration), doubles with `ndarray.resize`: a
+    realloc, which for large blocks moves pages (mremap) rather than copying them."""
+
+    INITIAL = 60 * SAMPLE_RATE  # samples, when the file does not say how long it is
 
     def __init__(self, expected: int | None):
-        self.array = None
-        if expected:
-            try:
-                self.array = np.empty(expected, dtype=np.float32)  # pages are touched as filled
-            except MemoryError:
-                self.array = None
+        try:
+            self.array = np.empty(expected or self.INITIAL, dtype=np.float32)  # pages touched as filled
+        except MemoryError:  # a header claiming more than this machine has: grow as decoded
+            self.array = np.empty(self.INITIAL, dtype=np.float32)
         self.filled = 0
-        self.extra: list[np.ndarray] = []
 
     def append(self, samples: np.ndarray) -> None:
-        n = samples.size
-        room = 0 if self.array is None or self.extra else self.array.size - self.filled
-        take = min(n, room)
-        if take:
-            self.array[self.filled:self.filled + take] = samples[:take]
-            self.filled += take
-        if take < n:
-            self.extra.append(np.array(samples[take:], dtype=np.float32))  # a copy: frames are reused
+        end = self.filled + samples.size
+        if end > self.array.size:
+            # no views of self.array exist (none is handed out before result()), so refcheck
+            # can be off; it would refuse when a debugger or traceback holds a reference
+            self.array.resize(max(end, 2 * self.array.size), refcheck=False)
+        self.array[self.filled:end] = samples
+        self.filled = end
 
     def result(self) -> np.ndarray:
-        head = np.empty(0, dtype=np.float32) if self.array is None else self.array
-        if self.extra:
-            return np.concatenate([head[:self.filled], *self.extra])
-        head.resize(self.filled, refcheck=False)  # shrink in place (realloc), no copy
-        return head
+        self.array.resize(self.filled, refcheck=False)  # shrink in place, no copy
+        return self.array
 
 
 def save_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:

@@ -21,7 +21,7 @@ from .audio import FRAMES_PER_SECOND, N_FRAMES, SAMPLE_RATE, load_audio
 from .errors import UserError
 from .features import window_features
 from .manifest import Record, read_manifest
-from .tokens import IGNORE_INDEX, TokenLayout
+from .tokens import IGNORE_INDEX, TIMESTAMP_RE, TokenLayout
 
 DECODED_FILES_KEPT = 4  # whole recordings kept decoded when windows point into them
 
@@ -96,6 +96,10 @@ class WhisperDataset(Dataset):
         o = self.options
         no_timestamps = o.no_timestamps_training or rng.random() < o.no_timestamps_rate
         use_prompt = rng.random() < o.prompt_use_rate
+        if r.text and not TIMESTAMP_RE.search(r.text):
+            # plain-text clips have no times to learn: training them in timestamp mode would
+            # teach the model to emit text without timestamps where it should give them
+            no_timestamps = True
         ex = self.layout.example(r.text, r.language, r.prompt, use_prompt=use_prompt,
                                  no_timestamps=no_timestamps, where=r.audio_path)
         feats = self.features(r)

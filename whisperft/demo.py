@@ -57,8 +57,10 @@ def _transcribe_and_score(model: str, audio_dir: Path, refs: Path, out: Path, de
     from .metrics import EvaluateOptions, evaluate
     from .transcribe import TranscribeOptions, transcribe_dir
 
+    # greedy: the same decoding before and after, and 2-3x faster than beam 5 on a CPU
     transcribe_dir(TranscribeOptions(audio_dir=str(audio_dir), save_dir=str(out), model=model,
-                                     language="en", overwrite=True, **({"device": device} if device else {})))
+                                     language="en", beam_size=1, overwrite=True,
+                                     **({"device": device} if device else {})))
     report = out / "wer.json"
     evaluate(EvaluateOptions(recognized_dir=str(out), transcript_dir=str(refs), metric="WER",
                              json=str(report)))

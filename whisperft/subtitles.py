@@ -119,12 +119,16 @@ _TAG_RE = re.compile(r"</?[A-Za-z][^<>]*>|</>|<\d+(?::\d+)+(?:[.,]\d+)?>")
 _ASS_OVERRIDE_RE = re.compile(r"\{\\[^{}]*\}")  # {\an8}, {\i1}: SubStation overrides left in SRT
 
 
+# Control characters (NUL, ESC, ...) and stray byte-order marks never belong in a transcript.
+_CONTROL_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff]")
+
+
 def clean_text(raw: str) -> str:
     """Cue text without markup or entities; its non-empty lines, each stripped, joined by "\\n"."""
     lines = []
     for line in raw.splitlines():
         line = _ASS_OVERRIDE_RE.sub("", _TAG_RE.sub("", line))
-        line = html.unescape(line).replace("\u00a0", " ").strip()
+        line = _CONTROL_RE.sub("", html.unescape(line)).replace("\u00a0", " ").strip()
         if line:
             lines.append(line)
     return "\n".join(lines)
@@ -160,16 +164,63 @@ def _check_timing_lines(text: str, path, timestamp_ok) -> int:
     return count
 
 
+def _is_timing_line(line: str) -> bool:
+    return "-->" in line and _TIMING_LINE_RE.match(line) is not None
+
+
+def _separate_cues(text: str, path, srt_index: bool = False) -> tuple[str, list[int]]:
+    """Insert the blank line missing before a cue that directly follows the previous one.
+
+    A timing line right after cue text (or after a timing line: an empty cue) starts a new cue;
+    a number just before it is that cue's index. Without this the libraries read the timing
+    line as text of the cue before. With `srt_index`, a cue without an index line gets one
+    ("0"): the `srt` library otherwise runs an index-less cue into an empty cue before it.
+    Returns the text and, per line of it, the line number in the file (for messages). Says
+    where it separated cues with a SubtitleWarning.
+    """
+    lines = text.split("\n")
+    out: list[str] = []
+    numbers: list[int] = []  # numbers[k]: the file's line number for out[k]
+    fixed: list[int] = []
+    for i, line in enumerate(lines):
+        number = i + 1
+        if _is_timing_line(line):
+            prev = lines[i - 1] if i > 0 else ""
+            own_index = prev.strip().isdigit() and (i < 2 or not lines[i - 2].strip())
+            if prev.strip() and not own_index:
+                if prev.strip().isdigit() and not _is_timing_line(prev):  # this cue's index
+                    out.insert(len(out) - 1, "")
+                    numbers.insert(len(numbers) - 1, number - 1)
+                    fixed.append(number - 1)
+                    own_index = True
+                elif _is_timing_line(prev) or i < 2 or lines[i - 2].strip():
+                    out.append("")  # text (or the timing) of the cue before, then this cue
+                    numbers.append(number)
+                    fixed.append(number)
+                # else: one line between a blank line and the timing: the VTT cue identifier
+            if srt_index and not own_index and not (out and out[-1].strip()):
+                out.append("0")
+                numbers.append(number)
+        out.append(line)
+        numbers.append(number)
+    if fixed:
+        more = f" (and {len(fixed) - 1} more)" if len(fixed) > 1 else ""
+        warnings.warn(f"{path}: line {fixed[0]}{more}: no blank line before this cue; read as a new cue",
+                      SubtitleWarning, stacklevel=3)
+    return "\n".join(out), numbers
+
+
 def parse_srt(text: str, path: str | Path = "<srt>") -> list[Cue]:
     """Cues of SRT text (BOM already removed or not)."""
     import srt
 
     text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
     _check_timing_lines(text, path, lambda s: srt.TS_REGEX.match(s) is not None)
+    text, numbers = _separate_cues(text, path, srt_index=True)
     try:
         subs = list(srt.parse(text))
     except srt.SRTParseError as exc:
-        line = _line_number(text, exc.expected_start)
+        line = numbers[min(_line_number(text, exc.expected_start), len(numbers)) - 1]
         lines = exc.unmatched_content.strip().split("\n")
         # Point at a mangled timing line if there is one ("00:00:03,000 -> 00:00:04,000").
         for i, candidate in enumerate(lines):
@@ -190,6 +241,8 @@ def parse_vtt(text: str, path: str | Path = "<vtt>") -> list[Cue]:
     from webvtt.models import Timestamp
 
     text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    if not text.strip():
+        return []  # an empty file (as an empty .srt): no cues
     if not text.lstrip(" \t").startswith("WEBVTT"):
         first = text.strip().split("\n")[0] if text.strip() else ""
         raise SubtitleError(f"{path}: line 1: a WebVTT file must start with 'WEBVTT', not {first[:40]!r}")
@@ -202,6 +255,7 @@ def parse_vtt(text: str, path: str | Path = "<vtt>") -> list[Cue]:
         return True
 
     expected = _check_timing_lines(text, path, timestamp_ok)
+    text, numbers = _separate_cues(text, path)
     try:
         captions = webvtt.from_string(text).captions
     except (MalformedFileError, MalformedCaptionError, ValueError) as exc:
@@ -209,10 +263,10 @@ def parse_vtt(text: str, path: str | Path = "<vtt>") -> list[Cue]:
     if len(captions) != expected:
         # A cue block the library could not take (e.g. two identifier lines): say where.
         seen = {(c.start_time.in_milliseconds(), c.end_time.in_milliseconds()) for c in captions}
-        for number, line in enumerate(text.split("\n"), start=1):
+        for index, line in enumerate(text.split("\n")):
             m = _TIMING_LINE_RE.match(line) if "-->" in line else None
             if m and tuple(Timestamp.from_string(s).in_milliseconds() for s in m.groups()) not in seen:
-                raise SubtitleError(f"{path}: line {number}: cue timing not understood {line.strip()[:60]!r} "
+                raise SubtitleError(f"{path}: line {numbers[index]}: cue timing not understood {line.strip()[:60]!r} "
                                     f"(expected 'mm:ss.ttt --> mm:ss.ttt' or with hours)")
         raise SubtitleError(f"{path}: {expected - len(captions)} cue block(s) not understood")
     return [Cue(c.start_time.in_milliseconds() / 1000, c.end_time.in_milliseconds() / 1000,
