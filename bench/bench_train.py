@@ -26,7 +26,8 @@ CONFIGS = {
     "fp32 (baseline)": [],
     "gradient checkpointing": ["--gradient-checkpointing"],
     "8-bit AdamW": ["--use-adam-8bit"],
-    "frozen encoder": ["--train-only-decoder"],
+    "frozen encoder": ["--train-only-decoder", "--no-cache-encoder-outputs"],
+    "frozen encoder, cached": ["--train-only-decoder"],
     "AMP bf16": ["--use-amp"],
 }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import os
 import struct
 from pathlib import Path
 
@@ -264,3 +265,20 @@ def test_whispercpp_loads_every_variant(bundles, tmp_path):
                 assert pw.whisper_is_multilingual(ctx) == (n_mels == 128)
             finally:
                 pw.whisper_free(ctx)
+
+
+def test_f16_overflow_is_refused_and_file_is_readable(bundles, tmp_path):
+    import copy
+
+    bundle = copy.copy(bundles[80])
+    bundle.model = copy.deepcopy(bundle.model)
+    with torch.no_grad():
+        bundle.model.model.decoder.layers[0].fc1.weight[0, 0] = 1e6
+    with pytest.raises(UserError, match="float16"):
+        ggml.save_ggml(bundle, tmp_path / "big.bin", "f16")
+    assert not list(tmp_path.iterdir())
+    path = ggml.save_ggml(bundle, tmp_path / "big.bin", "f32")
+    assert ggml.read_ggml(path)["tensors"]["decoder.blocks.0.mlp.0.weight"][0, 0] == 1e6
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

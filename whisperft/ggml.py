@@ -184,8 +184,10 @@ def ggml_tensors(bundle, ftype: str = "f16"):
         if name in CONV_BIASES:
             data = data.reshape(data.shape[0], 1)
         keep_f32 = ftype == "f32" or data.ndim < 2 or name in F32_IN_F16
-        code = FTYPES["f32"] if keep_f32 else FTYPES["f16"]
-        yield name, np.ascontiguousarray(data, dtype="<f4" if keep_f32 else "<f2"), code
+        out = np.ascontiguousarray(data, dtype="<f4" if keep_f32 else "<f2")
+        if not keep_f32 and np.isinf(out).any() and np.isfinite(data).all():
+            raise UserError(f"ggml export: {name} has values beyond float16's range; use f32")
+        yield name, out, FTYPES["f32"] if keep_f32 else FTYPES["f16"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,6 +222,9 @@ def save_ggml(bundle, path: str | Path, ftype: str = "f16") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes it owner-only; a model file is not secret
         with os.fdopen(fd, "wb") as fh:
             fh.write(struct.pack("<i", GGML_MAGIC))
             fh.write(struct.pack(f"<{len(hparams)}i", *hparams))

@@ -828,11 +828,18 @@ def atomic_torch_save(obj, path: str | Path) -> Path:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_openai(bundle: WhisperBundle, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
@@ -868,9 +875,11 @@ def save_ct2(bundle: WhisperBundle, out_dir: str | Path, quantization: str = "fl
 class ExportOptions:
     model: str = opt(help="model to export: name, Hub id, folder, .pt or CTranslate2 folder",
                      positional=True)
-    format: str = opt("hf", "output format", choices=("hf", "openai", "ct2"))
+    format: str = opt("hf", "output format: Hugging Face folder, openai-whisper .pt, CTranslate2 "
+                      "folder (faster-whisper) or whisper.cpp file", choices=("hf", "openai", "ct2", "ggml"))
     out: str = opt(None, "output path (folder for hf/ct2, .pt file for openai)", flags=("-o",))
-    quantization: str = opt("float16", "weights for ct2 (float32, float16, int8, ...) / openai (float16, float32)")
+    quantization: str = opt("float16", "weights: ct2 float32/float16/int8/...; openai and ggml "
+                            "float16 or float32")
 
 
 def export(opts: ExportOptions) -> int:
@@ -882,6 +891,10 @@ def export(opts: ExportOptions) -> int:
     elif opts.format == "openai":
         dtype = torch.float32 if opts.quantization == "float32" else torch.float16
         save_openai(bundle, opts.out, dtype)
+    elif opts.format == "ggml":
+        from .ggml import save_ggml
+
+        save_ggml(bundle, opts.out, opts.quantization)
     else:
         save_ct2(bundle, opts.out, opts.quantization)
     print(f"wrote {opts.format} model to {opts.out}")

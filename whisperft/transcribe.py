@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -262,6 +263,21 @@ class _SuppressTokens:
         return scores.masked_fill(mask[:scores.shape[-1]], -float("inf"))
 
 
+@functools.lru_cache(maxsize=None)
+def _beam_cache_class():
+    """An encoder-decoder cache whose beam reordering leaves the cross-attention keys/values
+    alone: they are the same for every beam of an input (computed from the same audio), and
+    transformers' copy of them at every step costs more than the decoder step of a small model."""
+    from transformers.cache_utils import EncoderDecoderCache
+
+    class BeamCache(EncoderDecoderCache):
+        def reorder_cache(self, beam_idx: torch.LongTensor):
+            # beam_idx only moves rows among the beams of one input: cross-attention is unchanged
+            self.self_attention_cache.reorder_cache(beam_idx)
+
+    return BeamCache
+
+
 @contextlib.contextmanager
 def _swapped_generation_config(model, config):
     """`model.generation_config = config` while `generate` runs."""
@@ -408,13 +424,19 @@ class TorchTranscriber:
         tracker = _LogprobTracker(self.eot) if beams == 1 else None
         if tracker is not None:
             processors.append(tracker)
+        extra = {}
+        if beams > 1:
+            from transformers.cache_utils import DynamicCache
+
+            config = self.model.config
+            extra["cache"] = _beam_cache_class()(DynamicCache(config=config), DynamicCache(config=config))
         with _swapped_generation_config(self.model, self._bare_config):
             out = GenerationMixin.generate(
                 self.model, encoder_outputs=BaseModelOutput(last_hidden_state=enc),
                 # the encoder sees no padding; saying so keeps `generate` from warning about it
                 attention_mask=torch.ones(enc.shape[:2], dtype=torch.long, device=self.device),
                 decoder_input_ids=ids, decoder_attention_mask=mask, generation_config=cfg,
-                logits_processor=LogitsProcessorList(processors))
+                logits_processor=LogitsProcessorList(processors), **extra)
         rows = [seq[:seq.index(self.eot) + 1] if self.eot in seq else seq
                 for seq in out.sequences[:, width:].tolist()]
         if tracker is not None:
