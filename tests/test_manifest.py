@@ -20,10 +20,12 @@ def test_paths_are_stored_relative_and_resolved_on_read(tmp_path):
     ]
     write_manifest(manifest, records)
     lines = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines()]
+    # Inside the manifest's folder: relative; outside it: absolute (a relative path may not climb out).
     assert lines[0] == {"audio_path": "dump/a/0.wav", "text": "<|0.00|> Hi<|0.80|>", "language": "en",
-                        "prompt": "", "start": 0.0, "duration": 30.0, "source": "../audio/a.wav",
+                        "prompt": "", "start": 0.0, "duration": 30.0, "source": str(tmp_path / "audio" / "a.wav"),
                         "features_path": "dump/a/0.mel80.npy", "n_mels": 80}
-    assert lines[1] == {"audio_path": "../audio/b.wav", "text": "", "language": "es", "prompt": "", "start": 12.346}
+    assert lines[1] == {"audio_path": str(tmp_path / "audio" / "b.wav"), "text": "", "language": "es",
+                        "prompt": "", "start": 12.346}
 
     back = read_manifest(manifest)
     assert back[0] == records[0]

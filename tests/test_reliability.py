@@ -383,15 +383,19 @@ def start_training(args: list[str], log: Path) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, *args], stdout=fh, stderr=subprocess.STDOUT, cwd=REPO, env=ENV)
 
 
-def wait_for_file(path: Path, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
+def wait_until(condition, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
-    while not path.exists():
+    while not condition():
         if proc.poll() is not None:
-            pytest.fail(f"training ended (status {proc.returncode}) before {path.name}:\n{log.read_text()[-3000:]}")
+            pytest.fail(f"training ended (status {proc.returncode}) too soon:\n{log.read_text()[-3000:]}")
         if time.monotonic() > deadline:
             proc.kill()
-            pytest.fail(f"no {path.name} after {timeout} s:\n{log.read_text()[-3000:]}")
+            pytest.fail(f"waited {timeout} s in vain:\n{log.read_text()[-3000:]}")
         time.sleep(0.01)
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen, log: Path) -> None:
+    wait_until(path.exists, proc, log)
 
 
 def check_only_whole_checkpoints(save_dir: Path) -> int:
@@ -412,6 +416,8 @@ def test_sigkill_mid_run_then_resume_gives_the_same_weights(training, tmp_path):
     save_dir, log = tmp_path / "run", tmp_path / "run.log"
     proc = start_training(train_cli(model, data, save_dir), log)
     wait_for_file(save_dir / "last_model.pt", proc, log)
+    # mid-run: once a step after the checkpoint is logged (that line is then ahead of it)
+    wait_until(lambda: f'"step": {EVAL_STEPS + 1}, "loss"' in (save_dir / "metrics.jsonl").read_text(), proc, log)
     proc.send_signal(signal.SIGKILL)  # no handler, no cleanup: as a pre-empted machine
     assert proc.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
     step = check_only_whole_checkpoints(save_dir)

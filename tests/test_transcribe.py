@@ -5,7 +5,6 @@ transcript per file, a corrupt file skipped, re-runs skipping finished files), a
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess

@@ -87,7 +87,15 @@ class WhisperDataset(Dataset):
     def features(self, r: Record) -> torch.Tensor:
         """Log-mel of a record: the precomputed one when its mel count fits, else from audio."""
         if r.features_path and r.n_mels == self.n_mels and Path(r.features_path).is_file():
-            return torch.from_numpy(np.load(r.features_path).astype(np.float32))
+            try:  # allow_pickle=False: an .npy holding a pickle is refused, never run
+                features = np.load(r.features_path, allow_pickle=False)
+            except (ValueError, OSError, EOFError) as exc:
+                raise UserError(f"{r.features_path}: not a features .npy ({str(exc).splitlines()[0][:120]}); "
+                                "run create_data.py again") from None
+            if features.shape != (self.n_mels, N_FRAMES) or features.dtype.kind != "f":
+                raise UserError(f"{r.features_path}: features of shape {features.shape} ({features.dtype}), "
+                                f"expected ({self.n_mels}, {N_FRAMES}) floats; run create_data.py again")
+            return torch.from_numpy(features.astype(np.float32))
         return window_features(self._audio(r), self.n_mels)
 
     def __getitem__(self, index: int) -> dict:

@@ -527,14 +527,35 @@ def hf_to_openai_state_dict(model) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_openai_checkpoint(path: str | Path) -> WhisperBundle:
-    """An openai-whisper `.pt` checkpoint. Loaded with weights_only=True: a pickle cannot run code."""
+def load_weights_only(path: str | Path) -> dict:
+    """torch.load(weights_only=True) of a `.pt` file: tensors and plain data only, so a pickle
+    cannot run code. Every failure is one UserError line naming the file."""
+    import pickle
+    import re
+
     path = Path(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
+        if found:  # the file names a Python callable: loading it normally would run that
+            raise UserError(f"{path}: refused: not a weights-only checkpoint (it would call "
+                            f"{found.group(1)} when loaded, so it could run code); only tensors and "
+                            "plain data are read") from None
+        raise UserError(f"{path}: not a loadable weights-only checkpoint (damaged or not a "
+                        "PyTorch file)") from None
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"{path}: not a loadable weights-only checkpoint ({first[:200]})") from None
+    if not isinstance(ckpt, dict):
+        raise UserError(f"{path}: not a checkpoint (holds a {type(ckpt).__name__}, not a dict)")
+    return ckpt
+
+
+def load_openai_checkpoint(path: str | Path) -> WhisperBundle:
+    """An openai-whisper `.pt` checkpoint. Loaded with weights_only=True: a pickle cannot run code."""
+    path = Path(path)
+    ckpt = load_weights_only(path)
     if not isinstance(ckpt, dict) or "dims" not in ckpt or "model_state_dict" not in ckpt:
         raise UserError(f"{path}: not an openai-whisper checkpoint (needs 'dims' and 'model_state_dict')")
     dims = ckpt["dims"]

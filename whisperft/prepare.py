@@ -272,10 +272,20 @@ def _report_skips(audio_path: Path, skips: list[Skip], tally: _Tally) -> None:
 # Clips with their text (no timestamps)
 
 
-def read_clip_list(path: Path) -> list[tuple[int, str, str, str | None]]:
+def read_clip_list(path: Path, problems: list[str] | None = None) -> list[tuple[int, str, str, str | None]]:
     """(line number, audio path as written, text, language or None) of a clip list:
-    TSV `audio<TAB>text`, or an audiofolder `metadata.csv` / `metadata.jsonl`."""
+    TSV `audio<TAB>text`, or an audiofolder `metadata.csv` / `metadata.jsonl`.
+
+    A malformed line is left out and described in `problems` (one line naming the file and
+    line), so one bad line does not stop the batch; without `problems` it raises UserError.
+    A file that cannot be read at all, or a CSV without the needed columns, always raises.
+    """
     from .subtitles import SubtitleError
+
+    def bad(message: str) -> None:
+        if problems is None:
+            raise UserError(message)
+        problems.append(message)
 
     try:
         content = read_text_file(path)
@@ -291,26 +301,34 @@ def read_clip_list(path: Path) -> list[tuple[int, str, str, str | None]]:
             raise UserError(f"{path}: needs a 'file_name' column and a 'transcription' or 'text' "
                             f"column (found: {', '.join(columns) or 'nothing'})")
         for row in reader:
-            rows.append((reader.line_num, row["file_name"] or "", row[text_column] or "",
+            if not row["file_name"]:
+                bad(f"{path}: line {reader.line_num}: no file_name")
+                continue
+            rows.append((reader.line_num, row["file_name"], row[text_column] or "",
                          row.get("language") or None))
     elif suffix == ".jsonl":
-        for number, line in enumerate(content.splitlines(), start=1):
+        for number, line in enumerate(content.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
                 data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}: line {number}: not valid JSON ({exc.msg})") from None
+            except (json.JSONDecodeError, RecursionError) as exc:
+                bad(f"{path}: line {number}: not valid JSON ({getattr(exc, 'msg', 'nested too deeply')})")
+                continue
             text_key = next((c for c in CLIP_TEXT_COLUMNS if isinstance(data, dict) and c in data), None)
             if not isinstance(data, dict) or "file_name" not in data or text_key is None:
-                raise UserError(f"{path}: line {number}: needs \"file_name\" and \"transcription\" or \"text\"")
-            rows.append((number, str(data["file_name"]), str(data[text_key]), data.get("language")))
+                bad(f"{path}: line {number}: needs \"file_name\" and \"transcription\" or \"text\"")
+                continue
+            language = data.get("language")
+            rows.append((number, str(data["file_name"]), str(data[text_key]),
+                         language if isinstance(language, str) else None))
     else:
         for number, line in enumerate(content.splitlines(), start=1):
             if not line.strip():
                 continue
             if "\t" not in line:
-                raise UserError(f"{path}: line {number}: expected 'audio<TAB>text', got {line[:60]!r}")
+                bad(f"{path}: line {number}: expected 'audio<TAB>text', got {line[:60]!r}")
+                continue
             audio, text = line.split("\t", 1)
             rows.append((number, audio.strip(), text.strip(), None))
     return rows
@@ -324,9 +342,12 @@ def _prepare_clips(opts: PrepareOptions, data_file: Path, language: str, dump_di
 
     if not data_file.is_file():
         raise UserError(f"{data_file}: no such clip list")
-    rows = read_clip_list(data_file)
+    problems: list[str] = []
+    rows = read_clip_list(data_file, problems)
+    for problem in problems:
+        tally.fail(problem)
     if not rows:
-        raise UserError(f"{data_file}: no clips listed")
+        raise UserError(f"{data_file}: no clips listed" + (" (every line is malformed)" if problems else ""))
     records = []
     packer = None
     if opts.pack:
@@ -489,6 +510,10 @@ def prepare(opts: PrepareOptions) -> int:
         records = _prepare_clips(opts, data_file, language, dump_dir, count_tokens, tally)
     else:
         records = _prepare_recordings(opts, language, dump_dir, count_tokens, tally)
+    if not records:
+        raise UserError(f"no examples to write ({_count(tally.failed_files, 'file')} skipped, "
+                        f"{_count(sum(tally.skips.values()), 'window')} left out; see the lines above); "
+                        f"{output} was not written")
     write_manifest(output, records)
     print(_summary(output, tally))
     problems = sum(n for r, n in tally.skips.items() if r != SILENCE_SUBSAMPLED)

@@ -378,7 +378,9 @@ def train(cfg: TrainConfig, stop_after_steps: int | None = None) -> int:
         resume = Path(cfg.resume)
         if not resume.is_file():
             raise UserError(f"--resume {resume}: no such checkpoint")
-        ckpt = torch.load(resume, map_location="cpu", weights_only=True)
+        from .models import load_weights_only
+
+        ckpt = load_weights_only(resume)  # a pickle that would run code is refused here
         train_state = ckpt.get("whisperft_train_state")
         if train_state is None:
             raise UserError(f"{resume}: holds weights but no training state to resume "
@@ -466,6 +468,12 @@ def train(cfg: TrainConfig, stop_after_steps: int | None = None) -> int:
               f"{len(train_set)} training examples; device {device} x {world}; "
               f"effective batch {cfg.batch_size * cfg.accum_grad_steps * world}", flush=True)
     metrics_path = save_dir / "metrics.jsonl"
+    if main and train_state is not None:
+        # After a kill -9 the file also holds lines logged after the checkpoint; the resumed
+        # run logs those steps again: start from what the checkpoint knew.
+        from .subtitles import atomic_write_text
+
+        atomic_write_text(metrics_path, "".join(json.dumps(e) + "\n" for e in history))
 
     def log(entry: dict) -> None:
         history.append(entry)
