@@ -46,20 +46,10 @@ ENGLISH_SPELLING_FILE = Path(__file__).with_name("english_spelling.json")
 # --- normalisers ---------------------------------------------------------------------------
 
 def resolve_language(language: str | None) -> str:
-    """A Whisper language code from a code, a name or a tag ("en", "English", "en-US" -> "en")."""
-    # Imported here: pulling in transformers costs ~1.5 s, which `--help` should not pay.
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+    """A Whisper language code (English when none is given); see tokens.language_code."""
+    from .tokens import language_code
 
-    text = (language or "en").strip().lower()
-    if text in LANGUAGES:
-        return text
-    if text in TO_LANGUAGE_CODE:
-        return TO_LANGUAGE_CODE[text]
-    primary = re.split(r"[-_]", text)[0]
-    if primary in LANGUAGES:
-        return primary
-    raise UserError(f"unknown language {language!r}: give a Whisper language code "
-                    f"(en, de, ja, ...) or name (English, German, Japanese, ...)")
+    return language_code(language, default="en")
 
 
 def resolve_normalizer(name: str, language: str | None) -> str:

@@ -87,15 +87,9 @@ class PrepareOptions:
 
 def resolve_language(name: str) -> str:
     """A Whisper language code from a code or an English name, any case ("Spanish" -> "es")."""
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+    from .tokens import language_code
 
-    key = name.strip().lower()
-    if key in LANGUAGES:
-        return key
-    if key in TO_LANGUAGE_CODE:
-        return TO_LANGUAGE_CODE[key]
-    raise UserError(f"unknown language {name!r}: use a Whisper language code or name "
-                    f"(en, es, Spanish, zh, Japanese, ...)")
+    return language_code(name, default="en")
 
 
 @lru_cache(maxsize=2)

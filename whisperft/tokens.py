@@ -160,3 +160,23 @@ class TokenLayout:
             elif t < self.eot:
                 words.append(t)
         return cues
+
+
+def language_code(language: str | None, default: str | None = None) -> str | None:
+    """A Whisper language code from a code, an English name or a tag, any case
+    ("es", "Spanish", "en-US" -> "en"); `default` when none is given."""
+    if language is None or not str(language).strip():
+        return default
+    # Imported here: transformers costs ~1.5 s, which `--help` should not pay.
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
+    text = str(language).strip().lower()
+    if text in LANGUAGES:
+        return text
+    if text in TO_LANGUAGE_CODE:
+        return TO_LANGUAGE_CODE[text]
+    primary = re.split(r"[-_]", text)[0]
+    if primary in LANGUAGES:
+        return primary
+    raise UserError(f"unknown language {language!r}: give a Whisper language code "
+                    f"(en, de, ja, ...) or name (English, German, Japanese, ...)")

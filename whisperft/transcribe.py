@@ -54,6 +54,7 @@ import torch
 
 from .audio import (AUDIO_EXTENSIONS, FRAMES_PER_SECOND, N_FRAMES, SAMPLE_RATE, TIME_PRECISION,
                     AudioError, load_audio, pad_or_trim)
+from .tokens import language_code
 from .errors import UserError
 from .features import log_mel_spectrogram
 from .options import opt
@@ -153,21 +154,6 @@ def compression_ratio(text: str) -> float:
 
 # --------------------------------------------------------------------------------------------
 # Language and device
-
-
-def language_code(language: str | None) -> str | None:
-    """'en', 'English', 'castilian' -> a Whisper language code; None stays None."""
-    if language is None or not str(language).strip():
-        return None
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
-
-    key = str(language).strip().lower()
-    if key in LANGUAGES:
-        return key
-    if key in TO_LANGUAGE_CODE:
-        return TO_LANGUAGE_CODE[key]
-    raise UserError(f"unknown language {language!r}: use a code (en, es, de, ...) or a name "
-                    f"(English, Spanish, ...)")
 
 
 def _check_language(code: str | None, task: str, multilingual: bool, source: str) -> str | None:
