@@ -132,6 +132,8 @@ def run_demo(opts: DemoOptions) -> int:
     ]
     report = "\n".join(lines) + "\n"
     (out / "report.md").write_text(report, encoding="utf-8")
+    (out / "summary.json").write_text(json.dumps(
+        {"wer_before": wer_before, "wer_after": wer_after, "seconds": time.time() - t0}) + "\n")
     _banner("report")
     print(report)
     return 0 if wer_after < wer_before else 1

@@ -1,0 +1,31 @@
+"""The demo pipeline end to end on a cut-down configuration: real tiny.en, real (synthetic)
+speech, create_data -> transcribe -> calculate_metric -> run_finetuning -> again."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import require_tool
+
+
+@pytest.mark.slow
+def test_demo_pipeline_lowers_wer(tmp_path, tiny_en):
+    require_tool("espeak-ng")
+    from whisperft.demo import DemoOptions, run_demo
+
+    out = tmp_path / "demo"
+    rc = run_demo(DemoOptions(out_dir=str(out), scale=0.3, train_steps=8, eval_steps=8, batch_size=4))
+    summary = json.loads((out / "summary.json").read_text())
+    assert rc == 0
+    assert summary["wer_after"] < summary["wer_before"] * 2 / 3  # at least a third fewer errors
+    assert (out / "model" / "best_model.pt").is_file() and (out / "model" / "loss_curve.png").is_file()
+    # the fine-tuned SRTs still have sane, increasing timestamps
+    from whisperft.subtitles import read_subtitles
+
+    for srt in sorted((out / "transcripts_after").glob("*.srt")):
+        cues = read_subtitles(srt)
+        assert cues
+        assert all(c.start < c.end for c in cues)
+        assert all(a.start <= b.start for a, b in zip(cues, cues[1:]))
