@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 from .errors import UserError
 from .options import opt
+from .subtitles import write_json_atomic
 
 METRICS = ("WER", "CER")
 NORMALIZERS = ("auto", "whisper", "basic", "none")
@@ -335,23 +334,6 @@ def find_transcripts(folder: str | Path, flag: str = "folder",
         raise UserError(f"{flag} {folder}: no transcripts ({', '.join(TRANSCRIPT_EXTENSIONS)}) "
                         f"in this folder")
     return found
-
-
-def write_json_atomic(path: str | Path, data: dict) -> None:
-    """Write `data` as JSON so that `path` is either the old file or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _list_files(title: str, names: list[str]) -> None:

@@ -163,12 +163,6 @@ def mixed_precision(cfg: TrainConfig, device: torch.device) -> str:
     return "no"
 
 
-def write_json_atomic(path: Path, data) -> None:
-    from .subtitles import atomic_write_text
-
-    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
 def plot_loss_curve(history: list[dict], path: Path) -> None:
     """Train and validation loss against step, as a PNG (written atomically)."""
     import matplotlib
@@ -463,6 +457,8 @@ def train(cfg: TrainConfig, stop_after_steps: int | None = None) -> int:
     n_all = sum(p.numel() for p in bundle.model.parameters())
     if main:
         save_dir.mkdir(parents=True, exist_ok=True)
+        from .subtitles import write_json_atomic
+
         write_json_atomic(save_dir / "args.json", dataclasses.asdict(cfg))
         print(f"model {bundle.source}: {n_all / 1e6:.1f}M parameters, {n_train / 1e6:.1f}M trained; "
               f"{len(train_set)} training examples; device {device} x {world}; "
