@@ -9,12 +9,16 @@ schedule, the SAME NUMBER OF OPTIMIZER STEPS (each step encodes batch x 30 s eit
 the wall times come out close; both are printed):
   - one clip per window: `--without-timestamps --data-file list.tsv`, trained with
     --no-timestamps-training (plain-text clips: the Hugging Face blog recipe);
-  - packed: `... --pack`, trained with the defaults (timestamps, half the examples without).
+  - packed: `... --pack`, trained with the defaults (timestamps, half the examples without);
+  - peer, "HF Seq2SeqTrainer (blog recipe)" (bench/peer_hf_trainer.py, skip with --no-peer):
+    the same clips and weights (tiny.en converted to a Hugging Face folder), same batch size,
+    steps and learning rate, trained the way the Hugging Face fine-tuning blog does (feature
+    extractor `map`, padding collator, Seq2SeqTrainer), one clip per window, no timestamps.
 Printed: seconds of labelled speech consumed per wall second of training (steps only: no model
 loading, evaluation or saving), and dev WER of tiny.en before and after each run, decoding
 greedily without and with timestamps.
 
-    python bench/bench_packing.py [--clips 120] [--steps 12] [--batch-size 4] [--lr 1e-4]
+    python bench/bench_packing.py [--clips 120] [--steps 12] [--batch-size 4] [--lr 1e-4] [--no-peer]
 
 The defaults take ~10 minutes on 2 CPU cores; the must-show scale (hours of speech,
 thousands of steps) wants a GPU. Timings on a shared machine vary; read the ratios of one run.
@@ -24,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import io
 import json
 import os
@@ -94,8 +97,9 @@ def speech_seconds_of(record) -> float:
     return record.duration if record.text else 0.0
 
 
-def speech_consumed(manifest: Path, batch_size: int, steps: int, seed: int) -> float:
-    """Seconds of labelled speech in the batches train() draws in `steps` steps (accum 1, 1 process)."""
+def speech_per_step(manifest: Path, batch_size: int, steps: int, seed: int) -> tuple[list[float], list[int]]:
+    """Seconds of labelled speech, and examples, in each batch train() draws in `steps` steps
+    (accum 1, 1 process)."""
     from whisperft.data import BucketBatchSampler
     from whisperft.manifest import read_manifest
     from whisperft.train import BatchStream
@@ -103,7 +107,17 @@ def speech_consumed(manifest: Path, batch_size: int, steps: int, seed: int) -> f
     records = read_manifest(manifest)
     sampler = BucketBatchSampler([len(r.text) + len(r.prompt) for r in records], batch_size, seed=seed)
     stream = iter(BatchStream(sampler, world=1, rank=0, start_micro_step=0))
-    return sum(speech_seconds_of(records[i]) for _ in range(steps) for _, i in next(stream))
+    batches = [[i for _, i in next(stream)] for _ in range(steps)]
+    return [sum(speech_seconds_of(records[i]) for i in b) for b in batches], [len(b) for b in batches]
+
+
+def steady_throughput(r: dict, batch_size: int) -> float | None:
+    """Speech per second over the steps with a full batch, the first (warm-up) step left out:
+    what a long run sees, where the one short batch at each epoch's end no longer counts."""
+    keep = [i for i, n in enumerate(r["step_sizes"]) if i > 0 and n == batch_size]
+    if not keep:
+        return None
+    return sum(r["step_speech"][i] for i in keep) / sum(r["step_times"][i] for i in keep)
 
 
 def run_train(name: str, manifest: Path, save_dir: Path, args, **kw) -> dict:
@@ -118,10 +132,11 @@ def run_train(name: str, manifest: Path, save_dir: Path, args, **kw) -> dict:
         train(cfg)
     total = time.perf_counter() - start
     log = [json.loads(line) for line in open(save_dir / "metrics.jsonl") if '"loss"' in line]
-    step_s = sum(e["sec_per_step"] for e in log)
+    step_times = [e["sec_per_step"] for e in log]
+    step_s = sum(step_times)
     print(f"    {name}: {args.steps} steps in {step_s:.1f} s ({total:.1f} s with loading and saving); "
           f"loss {log[0]['loss']:.2f} -> {log[-1]['loss']:.2f}")
-    return {"step_seconds": step_s, "wall_seconds": total, "last_loss": log[-1]["loss"]}
+    return {"step_seconds": step_s, "step_times": step_times, "wall_seconds": total, "last_loss": log[-1]["loss"]}
 
 
 def dev_wer(model_ref: str, dev_manifest: Path, timestamps: bool, batch_size: int = 8) -> float:
@@ -164,6 +179,7 @@ def main() -> None:
     p.add_argument("--model", default="tiny.en")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--skip-wer", action="store_true", help="throughput only")
+    p.add_argument("--no-peer", action="store_true", help="skip the Hugging Face Seq2SeqTrainer arm")
     p.add_argument("--work-dir", default=None, help="keep data and checkpoints here (default: a temp folder)")
     args = p.parse_args()
 
@@ -195,19 +211,44 @@ def main() -> None:
         results = {}
         for name, (manifest, kw) in arms.items():
             res = run_train(name, manifest, work / name.replace(" ", "_"), args, **kw)
-            res["speech_s"] = speech_consumed(manifest, args.batch_size, args.steps, args.seed)
+            res["step_speech"], res["step_sizes"] = speech_per_step(manifest, args.batch_size, args.steps, args.seed)
+            res["speech_s"] = sum(res["step_speech"])
             res["speech_per_s"] = res["speech_s"] / res["step_seconds"]
             records = read_manifest(manifest)
             res["per_window"] = sum(speech_seconds_of(r) for r in records) / len(records)
             results[name] = res
 
+        peer = None
+        if not args.no_peer:
+            from peer_hf_trainer import NAME as PEER, convert_model, run_peer
+
+            # conversion is model loading: outside every arm's timing, as for the whisperft arms
+            with contextlib.redirect_stderr(io.StringIO()):
+                model_dir = convert_model(args.model, work / "hf_model")
+            start = time.perf_counter()
+            # the trainer prints its log dicts and progress bars: keep the bench's output its own
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                peer = run_peer(train_tsv, model_dir, work / "hf_peer", args.batch_size, args.steps,
+                                args.lr, args.seed)
+            total = time.perf_counter() - start
+            peer["speech_per_s"] = peer["speech_s"] / peer["step_seconds"]
+            print(f"    {PEER}: {args.steps} steps in {peer['step_seconds']:.1f} s ({total:.1f} s with "
+                  f"loading, feature-extraction map ({peer['prepare_seconds']:.1f} s) and saving); "
+                  f"loss {peer['first_loss']:.2f} -> {peer['last_loss']:.2f}")
+
         single, packed = results["one clip per window"], results["packed"]
-        print(f"\nthroughput (seconds of labelled speech consumed per wall second of training steps):")
-        for name, r in results.items():
-            print(f"  {name:<20} {r['speech_s']:7.1f} s of speech in {r['step_seconds']:6.1f} s "
+        print("\nthroughput (seconds of labelled speech consumed per wall second of training steps):")
+        rows = {**results, **({PEER: peer} if peer is not None else {})}
+        width = max(20, *map(len, rows))
+        for name, r in rows.items():
+            print(f"  {name:<{width}} {r['speech_s']:7.1f} s of speech in {r['step_seconds']:6.1f} s "
                   f"-> {r['speech_per_s']:5.2f} s/s")
         print(f"  packed / one clip per window: {packed['speech_per_s'] / single['speech_per_s']:.2f}x "
               f"(step time ratio {packed['step_seconds'] / single['step_seconds']:.2f})")
+        if peer is not None:
+            for name, r in results.items():
+                print(f"  {name} / {PEER}: {r['speech_per_s'] / peer['speech_per_s']:.2f}x "
+                      f"(step time ratio {r['step_seconds'] / peer['step_seconds']:.2f})")
         for name, r in results.items():
             n_windows = len(read_manifest(arms[name][0]))
             partial = n_windows % args.batch_size
@@ -215,20 +256,34 @@ def main() -> None:
             print(f"  {name}: {n_windows} windows, {r['per_window']:.1f} s of speech per window on average{note}")
         print(f"  speech per window, packed / one clip: {packed['per_window'] / single['per_window']:.2f}x "
               f"(the throughput ratio once batches are full, at equal step time)")
+        steady = {name: steady_throughput(r, args.batch_size) for name, r in rows.items()}
+        print("steady state (full batches only, first step left out):")
+        for name, v in steady.items():
+            print(f"  {name:<{width}} " + (f"{v:5.2f} s/s" if v else "no full batch after the first step"))
+        others = [n for n in steady if n != "packed" and steady[n] and steady["packed"]]
+        for name in others:
+            print(f"  packed / {name}: {steady['packed'] / steady[name]:.2f}x")
 
         if not args.skip_wer:
             print(f"\ndev WER after {args.steps} steps each ({len(dev_tsv.read_text().splitlines())} clips, "
                   f"greedy, Whisper English normaliser):")
             models = {f"{args.model} (not fine-tuned)": args.model,
                       **{name: str(work / name.replace(" ", "_") / "last_model.pt") for name in results}}
+            if peer is not None:
+                models[PEER] = peer["model_path"]
             wers = {name: (dev_wer(ref, work / "dev.json", False), dev_wer(ref, work / "dev.json", True))
                     for name, ref in models.items()}
-            print(f"  {'model':<28} {'no timestamps':>14} {'timestamps':>11}")
+            width = max(28, *map(len, wers))
+            print(f"  {'model':<{width}} {'no timestamps':>14} {'timestamps':>11}")
             for name, (plain, stamped) in wers.items():
-                print(f"  {name:<28} {plain:14.2%} {stamped:11.2%}")
-            (sp, st), (pp, pt) = wers["one clip per window"], wers["packed"]
-            print(f"  packed - one clip per window: {100 * (pp - sp):+.1f} points (no timestamps), "
-                  f"{100 * (pt - st):+.1f} points (timestamps)")
+                print(f"  {name:<{width}} {plain:14.2%} {stamped:11.2%}")
+            pairs = [("packed", "one clip per window")]
+            if peer is not None:
+                pairs += [(name, PEER) for name in results]
+            for a, b in pairs:
+                (ap, at), (bp, bt) = wers[a], wers[b]
+                print(f"  {a} - {b}: {100 * (ap - bp):+.1f} points (no timestamps), "
+                      f"{100 * (at - bt):+.1f} points (timestamps)")
 
 
 if __name__ == "__main__":

@@ -2,10 +2,13 @@
 the plain fp32 run, measured in one invocation on this machine.
 
 Each configuration runs the real `whisperft train` in its own process (so peak memory is its
-own) on the same synthetic windows: batch B x 30 s, N optimizer steps; the first step is
-warm-up and not timed.
+own) on the same windows: batch B x 30 s, N optimizer steps; the first step is warm-up and
+not timed. The windows are a prepared manifest (--train-json, e.g. the demo's) or, by default,
+synthetic ones shaped like real 30 s windows of dictation (~70 words with timestamps, every
+other one with a ~100-word previous-text prompt; noise for features).
 
     python bench/bench_train.py [--model tiny.en] [--batch-size 8] [--steps 3] [--only NAME ...]
+                                [--train-json train.json]
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -37,12 +39,16 @@ def make_manifest(folder: Path, n: int, n_mels: int) -> Path:
 
     rng = np.random.default_rng(0)
     words = "the patient was given forty milligrams of atorvastatin twice daily".split()
+    sentence = lambda k: " ".join(words[j % len(words)] for j in range(k, k + 12 + k % 4))
     records = []
     for i in range(n):
         fp = folder / f"w{i}.npy"
         np.save(fp, (rng.standard_normal((n_mels, 3000)) * 0.3).astype(np.float16))
-        text = "".join(f"<|{2 * k:.2f}|> {' '.join(words[:6 + k % 5])}<|{2 * k + 1.5:.2f}|>" for k in range(4))
-        records.append(Record(audio_path=str(fp), text=text, duration=30.0, features_path=str(fp), n_mels=n_mels))
+        # five sentences in 30 s (~70 words, as the demo's dictation); a prompt on every other window
+        text = "".join(f"<|{6 * k:.2f}|> {sentence(k + i)}.<|{6 * k + 5.5:.2f}|>" for k in range(5))
+        prompt = " ".join(sentence(k) + "." for k in range(8)) if i % 2 else ""
+        records.append(Record(audio_path=str(fp), text=text, prompt=prompt, duration=30.0, features_path=str(fp),
+                              n_mels=n_mels))
     path = folder / "train.json"
     write_manifest(path, records)
     return path
@@ -76,16 +82,19 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--only", nargs="*", default=None, help="subset of: " + ", ".join(CONFIGS))
+    p.add_argument("--train-json", default=None, help="a prepared manifest to train on (default: synthetic)")
     args = p.parse_args()
     from whisperft.models import load_model
 
     n_mels = load_model(args.model).n_mels
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        manifest = make_manifest(tmp, args.batch_size, n_mels)
+        manifest = Path(args.train_json).resolve() if args.train_json else make_manifest(tmp, args.batch_size, n_mels)
         rows = [run(n, e, manifest, args, tmp) for n, e in CONFIGS.items() if not args.only or n in args.only]
     base = next((r for r in rows if "sec_per_step" in r), None)
-    print(f"\n{args.model}, batch {args.batch_size} x 30 s, {os.cpu_count()} CPU cores (peak = process max RSS)")
+    data = args.train_json or "synthetic windows"
+    print(f"\n{args.model}, batch {args.batch_size} x 30 s of {data}, {os.cpu_count()} CPU cores "
+          f"(peak = process max RSS)")
     print(f"{'configuration':<24} {'s/step':>8} {'vs fp32':>8} {'peak GB':>8} {'vs fp32':>8}")
     for r in rows:
         if "error" in r:

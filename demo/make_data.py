@@ -73,6 +73,8 @@ VOICES = {
         Voice("us-f", "en-us+f3", 165, 62),
         Voice("rp-m", "en-gb-x-rp", 170, 45),
         Voice("gb-f", "en+f2", 155, 58),
+        Voice("es-m", "es", 150, 45),
+        Voice("es-f", "es+f3", 155, 60),
     )
 }
 
@@ -193,6 +195,33 @@ TEST_SENTENCES = (
 
 SENTENCES = {"train": TRAIN_SENTENCES, "dev": DEV_SENTENCES, "test": TEST_SENTENCES}
 
+# A small Spanish set (`--language es`), for trying several languages in one run (README,
+# use case 2): the same kind of dictation, much less of it.
+SPANISH_RECORDING_VOICES = {"train": ("es-m", "es-f"), "dev": ("es-f",), "test": ("es-m",)}
+SPANISH_SENTENCES = {
+    "train": (
+        "La paciente es una mujer de 67 años con hipertensión y fibrilación auricular.",
+        "Se inició metoprolol 25 miligramos una vez al día para el control de la frecuencia.",
+        "Continuar atorvastatina 40 miligramos por la noche.",
+        "El ecocardiograma mostró una fracción de eyección del 35%.",
+        "Refiere ortopnea y disnea paroxística nocturna desde hace dos semanas.",
+        "Se añadió espironolactona 25 miligramos al día.",
+        "Se administró furosemida intravenosa con buena diuresis.",
+        "El INR ha sido lábil con warfarina, por lo que se cambió a apixabán.",
+    ),
+    "dev": (
+        "Es un hombre de 64 años con diabetes y enfermedad coronaria.",
+        "Continuar clopidogrel 75 miligramos al día.",
+        "Se suspendió la metformina antes de la tomografía.",
+    ),
+    "test": (
+        "La paciente tiene fibrilación auricular e hipotiroidismo.",
+        "Continuar apixabán 5 miligramos dos veces al día.",
+        "Se aumentó la levotiroxina a 88 microgramos cada mañana.",
+    ),
+}
+LANGUAGES = {"en": (SENTENCES, RECORDING_VOICES), "es": (SPANISH_SENTENCES, SPANISH_RECORDING_VOICES)}
+
 # The domain vocabulary the demo is about. Every term in a dev or test sentence also occurs in
 # training (tests/test_demo_data.py checks it), so fine-tuning has seen what it is scored on.
 DOMAIN_TERMS = (
@@ -218,7 +247,8 @@ def spoken(text: str) -> str:
     return text
 
 
-def plan_recordings(scale: float = 1.0) -> dict[str, list[tuple[str, Voice, tuple[str, ...]]]]:
+def plan_recordings(scale: float = 1.0, language: str = "en"
+                    ) -> dict[str, list[tuple[str, Voice, tuple[str, ...]]]]:
     """split -> [(recording name, voice, sentences)], the whole dataset before synthesis.
 
     `scale` keeps that fraction of each split's sentences (at least one per recording) and of
@@ -227,11 +257,14 @@ def plan_recordings(scale: float = 1.0) -> dict[str, list[tuple[str, Voice, tupl
     """
     if not 0 < scale <= 1:
         raise ValueError(f"scale must be in (0, 1], got {scale}")
+    if language not in LANGUAGES:
+        raise ValueError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
+    all_sentences, recording_voices = LANGUAGES[language]
     plan = {}
     for split in SPLITS:
-        voices = RECORDING_VOICES[split]
+        voices = recording_voices[split]
         n_recordings = max(1, round(len(voices) * scale))
-        sentences = SENTENCES[split][: max(n_recordings, math.ceil(len(SENTENCES[split]) * scale))]
+        sentences = all_sentences[split][: max(n_recordings, math.ceil(len(all_sentences[split]) * scale))]
         per_recording = np.array_split(np.arange(len(sentences)), n_recordings)
         plan[split] = [
             (f"{split}_{i + 1:02d}_{voices[i]}", VOICES[voices[i]],
@@ -349,7 +382,7 @@ def wav_bytes(audio: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def make_demo_data(out_dir: str | Path, *, scale: float = 1.0) -> dict:
+def make_demo_data(out_dir: str | Path, *, scale: float = 1.0, language: str = "en") -> dict:
     """Generate the dataset under `out_dir` (see the module docstring for the layout).
 
     Returns {"out_dir", "seconds" (generation time), "splits": {split: {"audio_dir",
@@ -359,7 +392,7 @@ def make_demo_data(out_dir: str | Path, *, scale: float = 1.0) -> dict:
     """
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    plan = plan_recordings(scale)
+    plan = plan_recordings(scale, language)
     _espeak_binary()  # fail before creating any folder
     result = {"out_dir": str(out_dir), "splits": {}}
     with tempfile.TemporaryDirectory(prefix="whisperft-demo-") as tmp:
@@ -392,9 +425,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", help="folder to write {train,dev,test}_{audio,transcripts}/ into")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="fraction of the full dataset to generate, in (0, 1] (default 1.0)")
+    parser.add_argument("--language", default="en", choices=sorted(LANGUAGES),
+                        help="en: the demo's dictation (default); es: a small Spanish set")
     args = parser.parse_args(argv)
     try:
-        result = make_demo_data(args.out_dir, scale=args.scale)
+        result = make_demo_data(args.out_dir, scale=args.scale, language=args.language)
     except (RuntimeError, ValueError, subprocess.CalledProcessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -83,7 +83,7 @@ def test_write_is_atomic(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise Boom
 
-    monkeypatch.setattr("whisperft.subtitles.os.replace", fail)
+    monkeypatch.setattr("whisperft.fileio.os.replace", fail)
     with pytest.raises(Boom):
         write_manifest(manifest, [Record(audio_path=str(tmp_path / "a.wav"), text="new")])
     assert read_manifest(manifest)[0].text == "old"  # the previous manifest is intact

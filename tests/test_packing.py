@@ -21,7 +21,7 @@ from whisperft.audio import N_SAMPLES, SAMPLE_RATE, load_audio, save_wav
 from whisperft.cli import main as cli_main
 from whisperft.errors import UserError
 from whisperft.manifest import read_manifest
-from whisperft.packing import (PACK_GAP_MS, SAMPLES_PER_MS, TIMESTAMP_TOKENS_PER_CLIP, Clip, Pack, Packer,
+from whisperft.packing import (PACK_GAP_MS, SAMPLES_PER_MS, TIMESTAMP_TOKENS_PER_CLIP, Clip, Packer,
                                pack_clips, timestamp)
 from whisperft.prepare import PrepareOptions, prepare
 from whisperft.windows import CHUNK_LENGTH_MS

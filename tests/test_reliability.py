@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from whisperft.audio import SAMPLE_RATE, AudioError, load_audio, save_wav
+from whisperft.audio import SAMPLE_RATE, AudioError, load_audio
 from whisperft.errors import UserError
 from whisperft.manifest import Record, read_manifest, write_manifest
 
@@ -689,3 +689,20 @@ def test_pickled_features_in_a_manifest_cannot_run_code(tmp_path):
     with pytest.raises((UserError, ValueError)):
         dataset.features(dataset.records[0])
     assert not marker.exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_outputs_get_ordinary_permissions(tmp_path):
+    """Temp files are owner-only (mkstemp); the outputs they become follow the umask."""
+    from whisperft.fileio import atomic_dir, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}\n")
+        with atomic_dir(tmp_path / "folder") as tmp:
+            (tmp / "x").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o755
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

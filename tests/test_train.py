@@ -86,6 +86,37 @@ def test_layout_masks_prompt_and_sot():
         layout.example("<|0.00|> hola<|1.00|>", "es")
 
 
+def test_target_loss_equals_transformers_loss_and_gradients():
+    """The loss that projects only target positions is transformers' loss, value and gradients."""
+    from whisperft.train import TargetLoss
+
+    b = random_bundle()
+    layout = TokenLayout(b.tokenizer, multilingual=False)
+    examples = [layout.example("<|0.00|> the patient<|1.00|>", "en", prompt="<|0.00|> earlier text<|0.50|>"),
+                layout.example("<|0.00|> a much longer sentence about apixaban<|2.00|>", "en"),
+                layout.example("", "en")]
+    ids = [torch.tensor(e.decoder_input_ids) for e in examples]
+    labels = [torch.tensor(e.labels) for e in examples]
+    n = max(len(i) for i in ids)
+    pad = lambda xs, v: torch.stack([torch.cat([x, torch.full((n - len(x),), v)]) for x in xs])
+    batch = dict(input_features=torch.randn(3, 80, 3000), decoder_input_ids=pad(ids, layout.eot),
+                 decoder_attention_mask=pad([torch.ones_like(i) for i in ids], 0), labels=pad(labels, IGNORE_INDEX))
+    assert (batch["labels"] == IGNORE_INDEX).sum() > 5  # prompt and padding positions are present
+    model = b.model.train()
+    ref = model(**batch).loss
+    ref.backward()
+    ref_grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    assert len(ref_grads) > 20
+    model.zero_grad()
+    ours = TargetLoss(model)(**batch)
+    ours.backward()
+    assert torch.allclose(ours, ref, atol=1e-6)
+    assert {k for k, p in model.named_parameters() if p.grad is not None} == set(ref_grads)
+    for k, p in model.named_parameters():
+        if p.grad is not None:
+            assert torch.allclose(p.grad, ref_grads[k], atol=1e-6), k
+
+
 def test_multilingual_prefix_from_tokenizer():
     b = random_bundle(multilingual=True)
     layout = TokenLayout(b.tokenizer, multilingual=True)
@@ -213,7 +244,6 @@ def test_encoder_cache_gives_the_same_losses(tmp_path, tiny_model):
     lb = [e["loss"] for e in losses(tmp_path / "b" / "out") if "loss" in e]
     assert np.allclose(la, lb, rtol=2e-3, atol=2e-3), (la, lb)
     # Invariant: the cache is keyed by the encoder weights: another model gets another file
-    from whisperft.data import DataOptions, WhisperDataset
     from whisperft.data import read_manifests
     from whisperft.encoder_cache import cache_key
     b1, b2 = random_bundle(seed=1), random_bundle(seed=2)

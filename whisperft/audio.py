@@ -144,24 +144,16 @@ class _SampleBuffer:
 
 def save_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
     """Write mono float audio as 16-bit PCM WAV, atomically (temp file + rename)."""
-    import os
-    import tempfile
     import wave
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from .fileio import atomic_write
+
     pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh, wave.open(fh, "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(sample_rate)
-            w.writeframes(pcm.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as fh, wave.open(fh, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.tobytes())
 
 
 def pad_or_trim(array, length: int = N_SAMPLES, axis: int = -1, value: float = 0.0):

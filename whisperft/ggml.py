@@ -21,9 +21,7 @@ Given the same weights, the file is byte-identical to the converter's output.
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -218,34 +216,24 @@ def save_ggml(bundle, path: str | Path, ftype: str = "f16") -> Path:
     hparams = [dims[k] for k in HPARAM_NAMES[:-1]] + [FTYPES[ftype_key]]
     filters = whisper_mel_filters(dims["n_mels"])
 
+    from .fileio import atomic_write
+
+    with atomic_write(path) as fh:
+        fh.write(struct.pack("<i", GGML_MAGIC))
+        fh.write(struct.pack(f"<{len(hparams)}i", *hparams))
+        fh.write(struct.pack("<ii", *filters.shape))
+        fh.write(filters.astype("<f4").tobytes())
+        fh.write(struct.pack("<i", len(vocab)))
+        for token in vocab:
+            fh.write(struct.pack("<i", len(token)))
+            fh.write(token)
+        for name, data, code in ggml_tensors(bundle, ftype_key):
+            encoded = name.encode("utf-8")
+            fh.write(struct.pack("<iii", data.ndim, len(encoded), code))
+            fh.write(struct.pack(f"<{data.ndim}i", *reversed(data.shape)))
+            fh.write(encoded)
+            fh.write(memoryview(data).cast("B"))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes it owner-only; a model file is not secret
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(struct.pack("<i", GGML_MAGIC))
-            fh.write(struct.pack(f"<{len(hparams)}i", *hparams))
-            fh.write(struct.pack("<ii", *filters.shape))
-            fh.write(filters.astype("<f4").tobytes())
-            fh.write(struct.pack("<i", len(vocab)))
-            for token in vocab:
-                fh.write(struct.pack("<i", len(token)))
-                fh.write(token)
-            for name, data, code in ggml_tensors(bundle, ftype_key):
-                encoded = name.encode("utf-8")
-                fh.write(struct.pack("<iii", data.ndim, len(encoded), code))
-                fh.write(struct.pack(f"<{data.ndim}i", *reversed(data.shape)))
-                fh.write(encoded)
-                fh.write(memoryview(data).cast("B"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

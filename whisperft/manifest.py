@@ -40,7 +40,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .errors import UserError
-from .subtitles import atomic_write_text
+from .fileio import atomic_write_text
 
 _PATH_FIELDS = ("audio_path", "source", "features_path")
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Callable, Iterable
 
 from .errors import UserError
 from .options import opt
-from .subtitles import write_json_atomic
+from .fileio import write_json_atomic
 
 METRICS = ("WER", "CER")
 NORMALIZERS = ("auto", "whisper", "basic", "none")

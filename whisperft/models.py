@@ -12,7 +12,6 @@ timestamp tokens, a feature extractor and a complete generation config.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib
 import importlib.util
@@ -30,6 +29,7 @@ import torch
 
 from .audio import CHUNK_LENGTH, TIME_PRECISION
 from .errors import UserError
+from .fileio import atomic_dir
 from .options import opt
 
 N_TIMESTAMPS = int(CHUNK_LENGTH / TIME_PRECISION) + 1  # 1501 tokens: <|0.00|> ... <|30.00|>
@@ -778,33 +778,10 @@ def _looks_like_repo_id(spec: str) -> bool:
 # Saving / export
 
 
-def _atomic_dir(target: Path):
-    """Context: write into a temp folder beside `target`, then swap it in."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def ctx():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            yield tmp
-            old = None
-            if target.exists():
-                old = target.with_name(f".{target.name}.old-{os.getpid()}")
-                os.replace(target, old)
-            os.replace(tmp, target)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return ctx()
-
-
 def save_hf(bundle: WhisperBundle, out_dir: str | Path, dtype: torch.dtype | None = None) -> Path:
     """A Hugging Face folder: safetensors, config, generation config, tokenizer, preprocessor."""
     out_dir = Path(out_dir)
-    with _atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp:
         model = bundle.model
         if dtype is not None and dtype != next(model.parameters()).dtype:
             import copy
@@ -841,26 +818,11 @@ def openai_checkpoint(bundle: WhisperBundle, dtype: torch.dtype = torch.float16)
 
 def atomic_torch_save(obj, path: str | Path) -> Path:
     """torch.save to a temp file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from .fileio import atomic_write
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    with atomic_write(path) as fh:
+        torch.save(obj, fh)
+    return Path(path)
 
 
 def save_openai(bundle: WhisperBundle, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
@@ -882,7 +844,7 @@ def save_ct2(bundle: WhisperBundle, out_dir: str | Path, quantization: str = "fl
     with tempfile.TemporaryDirectory(dir=out_dir.parent if out_dir.parent.exists() else None) as hf_tmp:
         hf_dir = Path(hf_tmp) / "hf"
         save_hf(bundle, hf_dir)
-        with _atomic_dir(out_dir) as tmp:
+        with atomic_dir(out_dir) as tmp:
             converter = ctranslate2.converters.TransformersConverter(
                 str(hf_dir), copy_files=["tokenizer.json", "preprocessor_config.json"],
                 load_as_float16=quantization in ("float16", "int8_float16", "bfloat16"))

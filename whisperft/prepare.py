@@ -109,18 +109,10 @@ def _say(message: str) -> None:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    import os
-    import tempfile
+    from .fileio import atomic_write
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as fh:
+        np.save(fh, array)
 
 
 def _save_features(path: Path, audio: np.ndarray, n_mels: int) -> None:
@@ -411,7 +403,7 @@ def _write_pack(pack: Pack, clips: list, data_file: Path, dump_dir: Path, opts: 
                 tally: _Tally) -> Record:
     """Write one packed window (WAV, features, and a .json naming its clips); its record."""
     from .audio import save_wav
-    from .subtitles import atomic_write_text
+    from .fileio import atomic_write_text
 
     folder, name = dump_dir / "packs", f"{tally.packs:06d}"
     wav = folder / f"{name}.wav"

@@ -17,14 +17,13 @@ from __future__ import annotations
 import codecs
 import html
 import json
-import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
+from .fileio import atomic_write_text
 
 SUBTITLE_SUFFIXES = (".srt", ".vtt")
 TRANSCRIPT_SUFFIXES = (".srt", ".vtt", ".txt", ".json")
@@ -360,27 +359,6 @@ def to_vtt(cues: list[Cue]) -> str:
         out.append(f"{format_timestamp(cue.start, decimal_marker='.')} --> "
                    f"{format_timestamp(cue.end, decimal_marker='.')}\n" + "".join(f"{line}\n" for line in lines))
     return "\n".join(out)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write UTF-8 text through a temp file in the same folder and a rename: all or nothing."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())  # the rename must not reach disk before the data
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: str | Path, data) -> None:
-    """Write `data` as indented UTF-8 JSON, atomically (see atomic_write_text)."""
-    atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
 
 
 def write_subtitles(path: str | Path, cues: list[Cue]) -> None:

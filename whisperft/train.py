@@ -189,22 +189,47 @@ def plot_loss_curve(history: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
+class TargetLoss(torch.nn.Module):
+    """Whisper plus its cross-entropy, projecting onto the vocabulary only where there is a target.
+
+    transformers' loss projects every decoder position onto the 51,864-token vocabulary and
+    then ignores the prompt and padding positions; those are often half of a batch (a prompt
+    may take 223 tokens) and that projection is the decoder's largest matmul, forward and
+    backward. Picking the target positions first gives the same loss for less work. Wrapping
+    the model in a module keeps DDP's gradient hooks in the forward pass.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model  # WhisperForConditionalGeneration, or a PEFT model around one
+
+    def forward(self, decoder_input_ids, decoder_attention_mask, labels, input_features=None,
+                encoder_outputs=None, reduction: str = "mean"):
+        whisper = _whisper(self.model)
+        hidden = whisper.model(input_features=input_features, encoder_outputs=encoder_outputs,
+                               decoder_input_ids=decoder_input_ids,
+                               decoder_attention_mask=decoder_attention_mask,
+                               use_cache=False).last_hidden_state
+        keep = labels != -100
+        logits = whisper.proj_out(hidden[keep])
+        return torch.nn.functional.cross_entropy(logits.float(), labels[keep], reduction=reduction)
+
+
 @torch.no_grad()
-def evaluate_loss(model, loader, device, autocast) -> float:
+def evaluate_loss(net: TargetLoss, loader, device, autocast) -> float:
     """Token-weighted mean cross-entropy over the validation set."""
-    model.eval()
+    net.eval()
     total, tokens = 0.0, 0
     for batch in loader:
-        with autocast():
-            out = model(input_features=batch["input_features"].to(device),
-                        decoder_input_ids=batch["decoder_input_ids"].to(device),
-                        decoder_attention_mask=batch["decoder_attention_mask"].to(device))
         labels = batch["labels"].to(device)
-        loss = torch.nn.functional.cross_entropy(out.logits.float().transpose(1, 2), labels,
-                                                 ignore_index=-100, reduction="sum")
+        with autocast():
+            loss = net(input_features=batch["input_features"].to(device),
+                       decoder_input_ids=batch["decoder_input_ids"].to(device),
+                       decoder_attention_mask=batch["decoder_attention_mask"].to(device),
+                       labels=labels, reduction="sum")
         total += loss.item()
         tokens += int((labels != -100).sum())
-    model.train()
+    net.train()
     return total / max(tokens, 1)
 
 
@@ -322,9 +347,9 @@ def _merged(bundle, peft_model):
 
 
 def _save_adapter(peft_model, folder: Path) -> None:
-    from .models import _atomic_dir
+    from .fileio import atomic_dir
 
-    with _atomic_dir(folder) as tmp:
+    with atomic_dir(folder) as tmp:
         peft_model.save_pretrained(tmp)
 
 
@@ -406,7 +431,7 @@ def train(cfg: TrainConfig, stop_after_steps: int | None = None) -> int:
         model.config.use_cache = False
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, cfg, device)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    net, optimizer = accelerator.prepare(TargetLoss(model), optimizer)
 
     workers = cfg.num_workers if cfg.num_workers is not None else (4 if device.type == "cuda" else 0)
     collator = Collator(layout.eot)
@@ -457,7 +482,7 @@ def train(cfg: TrainConfig, stop_after_steps: int | None = None) -> int:
     n_all = sum(p.numel() for p in bundle.model.parameters())
     if main:
         save_dir.mkdir(parents=True, exist_ok=True)
-        from .subtitles import write_json_atomic
+        from .fileio import write_json_atomic
 
         write_json_atomic(save_dir / "args.json", dataclasses.asdict(cfg))
         print(f"model {bundle.source}: {n_all / 1e6:.1f}M parameters, {n_train / 1e6:.1f}M trained; "
@@ -467,7 +492,7 @@ def train(cfg: TrainConfig, stop_after_steps: int | None = None) -> int:
     if main and train_state is not None:
         # After a kill -9 the file also holds lines logged after the checkpoint; the resumed
         # run logs those steps again: start from what the checkpoint knew.
-        from .subtitles import atomic_write_text
+        from .fileio import atomic_write_text
 
         atomic_write_text(metrics_path, "".join(json.dumps(e) + "\n" for e in history))
 
@@ -488,13 +513,13 @@ def train(cfg: TrainConfig, stop_after_steps: int | None = None) -> int:
 
                 state["lora_base"] = (train_state or {}).get("lora_base") or cfg.model
                 state["adapter"] = {k: v.detach().cpu() for k, v in
-                                    get_peft_model_state_dict(accelerator.unwrap_model(model)).items()}
+                                    get_peft_model_state_dict(model).items()}
         if main:
             target = bundle
             if cfg.lora_rank:  # downstream tools take plain weights: save the merge
-                target = _merged(bundle, accelerator.unwrap_model(model))
+                target = _merged(bundle, model)
                 if with_state:
-                    _save_adapter(accelerator.unwrap_model(model), save_dir / "lora_adapter")
+                    _save_adapter(model, save_dir / "lora_adapter")
             save_checkpoint(target, save_dir / name, state, dtype)
 
     def validate(step: int) -> None:
@@ -502,7 +527,7 @@ def train(cfg: TrainConfig, stop_after_steps: int | None = None) -> int:
         if dev_loader is None:
             checkpoint(step, "best_model.pt", with_state=False, dtype=torch.float16)
             return
-        dev_loss = evaluate_loss(model, dev_loader, device, accelerator.autocast)
+        dev_loss = evaluate_loss(net, dev_loader, device, accelerator.autocast)
         entry = {"step": step, "dev_loss": dev_loss}
         if cfg.eval_wer and main:
             entry["dev_wer"] = evaluate_wer(bundle, dev_set, layout, cfg.eval_wer, device)
@@ -542,17 +567,16 @@ def train(cfg: TrainConfig, stop_after_steps: int | None = None) -> int:
                 padded_seen += batch["n_padded"]
                 last_micro = micro == cfg.accum_grad_steps - 1
                 # gradients are all-reduced once per optimizer step, not per micro-batch
-                sync = accelerator.no_sync(model) if not last_micro else contextlib.nullcontext()
+                sync = accelerator.no_sync(net) if not last_micro else contextlib.nullcontext()
                 if enc_cache is not None:
                     inputs = {"encoder_outputs": (encoder_states(batch),)}
                 else:
                     inputs = {"input_features": batch["input_features"].to(device)}
                 with sync, accelerator.autocast():
-                    out = model(**inputs,
-                                decoder_input_ids=batch["decoder_input_ids"].to(device),
-                                decoder_attention_mask=batch["decoder_attention_mask"].to(device),
-                                labels=batch["labels"].to(device))
-                    loss = out.loss / cfg.accum_grad_steps
+                    loss = net(**inputs,
+                               decoder_input_ids=batch["decoder_input_ids"].to(device),
+                               decoder_attention_mask=batch["decoder_attention_mask"].to(device),
+                               labels=batch["labels"].to(device)) / cfg.accum_grad_steps
                     accelerator.backward(loss)
                 step_loss += loss.item()
             if world > 1:  # each rank saw its share of the step: log the step's mean loss

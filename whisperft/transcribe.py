@@ -796,7 +796,8 @@ def to_json(t: Transcript) -> str:
 
 def write_transcript(path: str | Path, t: Transcript) -> None:
     """Write `t` in the format of `path`'s suffix (.srt, .vtt, .txt, .json), atomically."""
-    from .subtitles import Cue, atomic_write_text, write_subtitles
+    from .fileio import atomic_write_text
+    from .subtitles import Cue, write_subtitles
 
     path = Path(path)
     suffix = path.suffix.lower()
