@@ -30,20 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-SENTENCES = [
-    "Please call Stella and ask her to bring these things with her from the store.",
-    "The museum opens its new exhibition about ancient Egypt next month.",
-    "We will meet again next Tuesday afternoon at the library.",
-    "She opened the window to let some fresh air into the room.",
-    "The doctor told him to drink more water and get some rest.",
-    "My grandmother keeps a small garden behind her house in the village.",
-    "Our team finished the project two weeks ahead of schedule.",
-    "The old bridge over the river was closed for repairs last summer.",
-    "Reading books before bed helps many people fall asleep more easily.",
-    "The weather today is cold and windy, with rain expected in the evening.",
-    "The children played football in the park until the sun went down.",
-    "Learning a new language takes patience and a lot of practice.",
-]
+from demo.make_data import EVERYDAY_SENTENCES  # noqa: E402
+
 FILE_SECONDS = (15, 35, 50, 70)  # lengths of the synthetic files: one window to several
 PAUSE_S = 0.5  # silence between sentences
 
@@ -53,7 +41,7 @@ def synthesise(folder: Path) -> dict[Path, str]:
 
     folder.mkdir(parents=True, exist_ok=True)
     clips = []
-    for i, s in enumerate(SENTENCES):
+    for i, s in enumerate(EVERYDAY_SENTENCES):
         wav = folder / f".sentence{i}.wav"
         subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(wav), s], check=True,
                        capture_output=True)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import io
 import math
-import os
 import random
 import re
 import shutil
@@ -195,6 +194,23 @@ TEST_SENTENCES = (
 
 SENTENCES = {"train": TRAIN_SENTENCES, "dev": DEV_SENTENCES, "test": TEST_SENTENCES}
 
+# Everyday English that tiny.en already hears well from espeak-ng (no domain gap): what the
+# transcription tests and bench_transcribe.py decode, to compare decoders rather than models.
+EVERYDAY_SENTENCES = (
+    "Please call Stella and ask her to bring these things with her from the store.",
+    "The museum opens its new exhibition about ancient Egypt next month.",
+    "We will meet again next Tuesday afternoon at the library.",
+    "She opened the window to let some fresh air into the room.",
+    "The doctor told him to drink more water and get some rest.",
+    "My grandmother keeps a small garden behind her house in the village.",
+    "Our team finished the project two weeks ahead of schedule.",
+    "The old bridge over the river was closed for repairs last summer.",
+    "Reading books before bed helps many people fall asleep more easily.",
+    "The weather today is cold and windy, with rain expected in the evening.",
+    "The children played football in the park until the sun went down.",
+    "Learning a new language takes patience and a lot of practice.",
+)
+
 # A small Spanish set (`--language es`), for trying several languages in one run (README,
 # use case 2): the same kind of dictation, much less of it.
 SPANISH_RECORDING_VOICES = {"train": ("es-m", "es-f"), "dev": ("es-f",), "test": ("es-m",)}
@@ -358,16 +374,11 @@ def render_recording(name: str, voice: Voice, sentences: tuple[str, ...], workdi
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename, so readers never see half a file."""
-    # A plain open() rather than mkstemp, so the file gets the umask's permissions, not 0600.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Readers never see half a file (whisperft's writer: temp file, fsync, rename)."""
+    from whisperft.fileio import atomic_write
+
+    with atomic_write(path) as f:
+        f.write(data)
 
 
 def wav_bytes(audio: np.ndarray) -> bytes:

@@ -24,6 +24,31 @@ def _model_cache(tmp_path_factory):
     yield
 
 
+def load_demo_data_module():
+    """demo/make_data.py as a module (demo/ is a folder of scripts, not a package: the file is
+    loaded the way `python demo/make_data.py` runs it)."""
+    import importlib.util
+    import sys
+
+    name = "demo_make_data"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "demo" / "make_data.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while it executes
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def pickle_that_creates(marker: Path):
+    """An object whose unpickling creates `marker` (as any code could run): a malicious pickle."""
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    return Evil()
+
+
 def require_tool(name: str) -> str:
     """Path of a system tool; tests skip without it locally, but CI must have it."""
     path = shutil.which(name)

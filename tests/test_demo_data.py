@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 import wave
 from pathlib import Path
 
@@ -12,21 +10,12 @@ import numpy as np
 import pytest
 import srt
 
-from conftest import REPO, require_tool
+from conftest import load_demo_data_module, require_tool
 
 SMALL_SCALE = 0.2  # ~1 minute of audio in total: a couple of seconds to generate
 
 
-def _load_make_data():
-    # demo/ is a folder of scripts, not a package: load the file the way `python demo/...` runs it.
-    spec = importlib.util.spec_from_file_location("demo_make_data", REPO / "demo" / "make_data.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
-
-
-make_data = _load_make_data()
+make_data = load_demo_data_module()
 
 
 @pytest.fixture(scope="module")

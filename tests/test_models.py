@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, offline_model_available, random_bundle
+from conftest import REPO, offline_model_available, pickle_that_creates, random_bundle
 from whisperft import models
 from whisperft.audio import load_audio
 from whisperft.errors import UserError
@@ -198,13 +198,8 @@ def test_every_format_roundtrips_weights(n_mels, multilingual, tmp_path):
 
 def test_pickle_checkpoint_cannot_run_code(tmp_path):
     marker = tmp_path / "pwned"
-
-    class Evil:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
-
     path = tmp_path / "evil.pt"
-    torch.save({"dims": {}, "model_state_dict": Evil()}, path)
+    torch.save({"dims": {}, "model_state_dict": pickle_that_creates(marker)}, path)
     with pytest.raises(UserError, match="evil.pt"):
         models.load_model(path)
     assert not marker.exists()

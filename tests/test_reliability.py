@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, pickle_that_creates
 from whisperft.audio import SAMPLE_RATE, AudioError, load_audio
 from whisperft.errors import UserError
 from whisperft.manifest import Record, read_manifest, write_manifest
@@ -561,14 +561,9 @@ def evil_pt(tmp_path):
     import torch
 
     marker = tmp_path / "pwned"
-
-    class Evil:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
-
     path = tmp_path / "evil.pt"
-    torch.save({"dims": {"n_mels": 80}, "model_state_dict": {"w": Evil()},
-                "whisperft_train_state": {"step": Evil()}}, path)
+    torch.save({"dims": {"n_mels": 80}, "model_state_dict": {"w": pickle_that_creates(marker)},
+                "whisperft_train_state": {"step": pickle_that_creates(marker)}}, path)
     # The file is really dangerous: a plain (unsafe) load runs its code.
     torch.load(path, weights_only=False)
     assert marker.exists()
@@ -614,14 +609,9 @@ def test_hugging_face_folder_with_a_pickled_bin_is_refused(tmp_path):
     from whisperft.models import load_model
 
     marker = tmp_path / "pwned"
-
-    class Evil:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
-
     folder = tmp_path / "hf"
     random_bundle().model.config.save_pretrained(folder)
-    torch.save({"model.encoder.conv1.weight": Evil()}, folder / "pytorch_model.bin")
+    torch.save({"model.encoder.conv1.weight": pickle_that_creates(marker)}, folder / "pytorch_model.bin")
     with pytest.raises(UserError, match="hf"):
         load_model(folder)
     assert not marker.exists()
@@ -675,12 +665,7 @@ def test_pickled_features_in_a_manifest_cannot_run_code(tmp_path):
     from whisperft.tokens import TokenLayout
 
     marker = tmp_path / "pwned"
-
-    class Evil:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
-
-    np.save(tmp_path / "f.npy", np.array([Evil()], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "f.npy", np.array([pickle_that_creates(marker)], dtype=object), allow_pickle=True)
     write_manifest(tmp_path / "m.json", [Record(audio_path=str(tmp_path / "f.npy"), text="",
                                                 features_path=str(tmp_path / "f.npy"), n_mels=80)])
     bundle = random_bundle()

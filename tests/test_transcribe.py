@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, speak
+from conftest import REPO, load_demo_data_module, speak
 from whisperft import transcribe as tr
 from whisperft.audio import SAMPLE_RATE, load_audio, save_wav
 from whisperft.errors import UserError
@@ -22,16 +22,7 @@ from whisperft.subtitles import read_subtitles
 
 # Sentences tiny.en hears well from espeak-ng at 150 words/min; eight of them with 0.5 s pauses
 # make ~37 s, so the seventh sentence straddles the 30 s window edge and seeking is exercised.
-LONG_SENTENCES = [
-    "Please call Stella and ask her to bring these things with her from the store.",
-    "The museum opens its new exhibition about ancient Egypt next month.",
-    "We will meet again next Tuesday afternoon at the library.",
-    "She opened the window to let some fresh air into the room.",
-    "The doctor told him to drink more water and get some rest.",
-    "My grandmother keeps a small garden behind her house in the village.",
-    "Our team finished the project two weeks ahead of schedule.",
-    "The old bridge over the river was closed for repairs last summer.",
-]
+LONG_SENTENCES = load_demo_data_module().EVERYDAY_SENTENCES[:8]
 PAUSE_S = 0.5
 MAX_WER = 0.10
 GREEDY = ["--beam-size", "1"]  # the tests compare greedy decodes (and it is the fastest)

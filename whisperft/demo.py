@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
+from .fileio import atomic_write_text, write_json_atomic
 from .options import opt
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,9 +132,9 @@ def run_demo(opts: DemoOptions) -> int:
         f"loss curve: {model_dir / 'loss_curve.png'}",
     ]
     report = "\n".join(lines) + "\n"
-    (out / "report.md").write_text(report, encoding="utf-8")
-    (out / "summary.json").write_text(json.dumps(
-        {"wer_before": wer_before, "wer_after": wer_after, "seconds": time.time() - t0}) + "\n")
+    atomic_write_text(out / "report.md", report)
+    write_json_atomic(out / "summary.json",
+                      {"wer_before": wer_before, "wer_after": wer_after, "seconds": time.time() - t0})
     _banner("report")
     print(report)
     return 0 if wer_after < wer_before else 1

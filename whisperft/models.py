@@ -29,7 +29,7 @@ import torch
 
 from .audio import CHUNK_LENGTH, TIME_PRECISION
 from .errors import UserError
-from .fileio import atomic_dir
+from .fileio import atomic_dir, atomic_write
 from .options import opt
 
 N_TIMESTAMPS = int(CHUNK_LENGTH / TIME_PRECISION) + 1  # 1501 tokens: <|0.00|> ... <|30.00|>
@@ -555,8 +555,8 @@ def load_weights_only(path: str | Path) -> dict:
 def load_openai_checkpoint(path: str | Path) -> WhisperBundle:
     """An openai-whisper `.pt` checkpoint. Loaded with weights_only=True: a pickle cannot run code."""
     path = Path(path)
-    ckpt = load_weights_only(path)
-    if not isinstance(ckpt, dict) or "dims" not in ckpt or "model_state_dict" not in ckpt:
+    ckpt = load_weights_only(path)  # a dict, or a UserError
+    if "dims" not in ckpt or "model_state_dict" not in ckpt:
         raise UserError(f"{path}: not an openai-whisper checkpoint (needs 'dims' and 'model_state_dict')")
     dims = ckpt["dims"]
     try:
@@ -818,8 +818,6 @@ def openai_checkpoint(bundle: WhisperBundle, dtype: torch.dtype = torch.float16)
 
 def atomic_torch_save(obj, path: str | Path) -> Path:
     """torch.save to a temp file in the same folder, fsync, then rename over `path`."""
-    from .fileio import atomic_write
-
     with atomic_write(path) as fh:
         torch.save(obj, fh)
     return Path(path)

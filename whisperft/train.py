@@ -30,7 +30,9 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
+from .fileio import atomic_dir, atomic_write, atomic_write_text, write_json_atomic
 from .options import opt
+from .tokens import IGNORE_INDEX
 
 AMP_DTYPES = {"bfloat16": "bf16", "float16": "fp16"}
 
@@ -183,10 +185,11 @@ def plot_loss_curve(history: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_write(path) as fh:
+            fig.savefig(fh, format="png")
+    finally:
+        plt.close(fig)
 
 
 class TargetLoss(torch.nn.Module):
@@ -210,7 +213,7 @@ class TargetLoss(torch.nn.Module):
                                decoder_input_ids=decoder_input_ids,
                                decoder_attention_mask=decoder_attention_mask,
                                use_cache=False).last_hidden_state
-        keep = labels != -100
+        keep = labels != IGNORE_INDEX
         logits = whisper.proj_out(hidden[keep])
         return torch.nn.functional.cross_entropy(logits.float(), labels[keep], reduction=reduction)
 
@@ -228,7 +231,7 @@ def evaluate_loss(net: TargetLoss, loader, device, autocast) -> float:
                        decoder_attention_mask=batch["decoder_attention_mask"].to(device),
                        labels=labels, reduction="sum")
         total += loss.item()
-        tokens += int((labels != -100).sum())
+        tokens += int((labels != IGNORE_INDEX).sum())
     net.train()
     return total / max(tokens, 1)
 
@@ -347,8 +350,6 @@ def _merged(bundle, peft_model):
 
 
 def _save_adapter(peft_model, folder: Path) -> None:
-    from .fileio import atomic_dir
-
     with atomic_dir(folder) as tmp:
         peft_model.save_pretrained(tmp)
 
@@ -482,8 +483,6 @@ def train(cfg: TrainConfig, stop_after_steps: int | None = None) -> int:
     n_all = sum(p.numel() for p in bundle.model.parameters())
     if main:
         save_dir.mkdir(parents=True, exist_ok=True)
-        from .fileio import write_json_atomic
-
         write_json_atomic(save_dir / "args.json", dataclasses.asdict(cfg))
         print(f"model {bundle.source}: {n_all / 1e6:.1f}M parameters, {n_train / 1e6:.1f}M trained; "
               f"{len(train_set)} training examples; device {device} x {world}; "
@@ -492,8 +491,6 @@ def train(cfg: TrainConfig, stop_after_steps: int | None = None) -> int:
     if main and train_state is not None:
         # After a kill -9 the file also holds lines logged after the checkpoint; the resumed
         # run logs those steps again: start from what the checkpoint knew.
-        from .fileio import atomic_write_text
-
         atomic_write_text(metrics_path, "".join(json.dumps(e) + "\n" for e in history))
 
     def log(entry: dict) -> None:
