@@ -1,2 +1,4 @@
 from whisperft.cli import script_main
-script_main("evaluate")
+
+if __name__ == "__main__":  # spawned workers (Windows, macOS) import this file again
+    script_main("evaluate")

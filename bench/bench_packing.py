@@ -102,7 +102,7 @@ def speech_per_step(manifest: Path, batch_size: int, steps: int, seed: int) -> t
     (accum 1, 1 process)."""
     from whisperft.data import BucketBatchSampler
     from whisperft.manifest import read_manifest
-    from whisperft.train import BatchStream
+    from whisperft.data import BatchStream
 
     records = read_manifest(manifest)
     sampler = BucketBatchSampler([len(r.text) + len(r.prompt) for r in records], batch_size, seed=seed)

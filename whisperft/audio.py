@@ -6,6 +6,7 @@ PyAV bundles FFmpeg's libraries, so no `ffmpeg` binary is needed (Windows includ
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -36,6 +37,38 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     Returns: shape (n_samples,), values in [-1, 1].
     Raises AudioError (one line naming the file) for missing, empty or undecodable files.
     """
+    buffer: _SampleBuffer | None = None
+
+    def sized(expected: int | None) -> None:
+        nonlocal buffer
+        buffer = _SampleBuffer(expected)
+
+    try:
+        for samples in _decode(path, sample_rate, sized):
+            buffer.append(samples)
+        audio = buffer.result() if buffer is not None else np.zeros(0, np.float32)
+    except MemoryError:
+        raise AudioError(f"{path}: not enough memory to decode this file") from None
+    if audio.size == 0:
+        raise AudioError(f"{path}: no audio samples could be decoded")
+    return audio
+
+
+def stream_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """The samples `load_audio(path)` returns, in order, a few decoded frames at a time (float32
+    arrays of any length): a recording of any length read without being held whole. The same
+    AudioErrors, raised where they are met (a file that decodes to nothing: at the end)."""
+    n = 0
+    for samples in _decode(path, sample_rate):
+        n += samples.size
+        yield samples
+    if n == 0:
+        raise AudioError(f"{path}: no audio samples could be decoded")
+
+
+def _decode(path: str | Path, sample_rate: int, on_open=None) -> Iterator[np.ndarray]:
+    """Mono float32 chunks of the first audio stream of `path`; `on_open(expected_samples)` is
+    called once the stream is found. FFmpeg's errors become one-line AudioErrors."""
     import av  # imported here so that light modules (subtitles, metrics) never pay for it
 
     path = Path(path)
@@ -48,29 +81,24 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
             if not container.streams.audio:
                 raise AudioError(f"{path}: no audio stream in this file")
             stream = container.streams.audio[0]
-            buffer = _SampleBuffer(_expected_samples(container, stream, sample_rate))
+            if on_open is not None:
+                on_open(_expected_samples(container, stream, sample_rate))
             resampler = None
             for frame in container.decode(stream):
                 if resampler is None:
                     resampler = _resampler_for(frame, sample_rate)
                 for out in resampler.resample(frame):
-                    buffer.append(_mono(out))
+                    yield _mono(out)
             if resampler is not None:
                 for out in resampler.resample(None):  # flush the resampler's buffered tail
-                    buffer.append(_mono(out))
-        audio = buffer.result()
-    except AudioError:
+                    yield _mono(out)
+    except (AudioError, MemoryError):
         raise
-    except MemoryError:
-        raise AudioError(f"{path}: not enough memory to decode this file") from None
     except Exception as exc:  # PyAV raises many types (InvalidDataError, EOFError, ...)
         # FFmpegError's str() repeats the errno and the path: its strerror says it once
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         reason = reason.splitlines()[0][:200]
         raise AudioError(f"{path}: cannot decode audio ({reason})") from None
-    if audio.size == 0:
-        raise AudioError(f"{path}: no audio samples could be decoded")
-    return audio
 
 
 def _resampler_for(frame, sample_rate: int):

@@ -68,7 +68,16 @@ def _run(command: str, args: argparse.Namespace) -> int:
         return 130
 
 
+def _console_never_raises() -> None:
+    """A file name the console's code page cannot show (cp1252 on Windows) is printed escaped,
+    never raised as UnicodeEncodeError in the middle of a run; files are UTF-8 regardless."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure") and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    _console_never_raises()
     argv = list(sys.argv[1:] if argv is None else argv)
     only = argv[0] if argv and argv[0] in COMMANDS else None
     args = build_parser(prog, only).parse_args(argv)
@@ -77,6 +86,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
 def script_main(command: str) -> None:
     """Entry point of the root scripts (create_data.py, ...): one command under its own name."""
+    _console_never_raises()
     prog = os.path.basename(sys.argv[0]) or command
     parser = argparse.ArgumentParser(prog=prog, description=COMMANDS[command][3])
     cls, _ = _load(command)

@@ -198,3 +198,54 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+
+class BatchStream:
+    """Batch sampler over the whole run: epochs of bucketed batches, one after another.
+
+    Micro-step k of rank r (of `world` ranks) takes the run's batch k * world + r, so a
+    resumed run, or one on more processes with proportionally fewer accumulation steps,
+    sees exactly the same batches in the same optimizer steps. Yields (epoch, index) keys.
+    """
+
+    def __init__(self, sampler: BucketBatchSampler, world: int, rank: int, start_micro_step: int):
+        self.sampler, self.world, self.rank, self.start = sampler, world, rank, start_micro_step
+
+    def __iter__(self):
+        per_epoch = len(self.sampler)
+        g = self.start * self.world + self.rank
+        epoch, cache = -1, []
+        while True:
+            e, i = divmod(g, per_epoch)
+            if e != epoch:
+                epoch, cache = e, self.sampler.batches(e)
+            yield [(e, idx) for idx in cache[i]]
+            g += self.world
+
+
+class EpochKeyed(Dataset):
+    """Dataset view taking (epoch, index) keys, so per-example randomness follows the epoch."""
+
+    def __init__(self, dataset: WhisperDataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        epoch, index = key
+        self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
+def manifests_fingerprint(paths: str | list[str]) -> str:
+    """sha256 of the manifests' contents: the same data under another path is the same data."""
+    import hashlib
+
+    if isinstance(paths, str):
+        paths = [p.strip() for p in paths.split(",") if p.strip()]
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(Path(p).read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()

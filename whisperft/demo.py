@@ -35,7 +35,7 @@ class DemoOptions:
     lr: float = opt(1e-4, "peak learning rate")
     eval_steps: int = opt(10, "evaluate every this many steps")
     train_only_decoder: bool = opt(False, "freeze the encoder (faster, learns less of the voice)")
-    device: str = opt(None, "cuda or cpu (default: cuda if available)")
+    device: str = opt(None, "cuda, mps or cpu (default: a CUDA GPU, else an Apple GPU, else the CPU)")
 
 
 def _load_generator():
@@ -65,7 +65,7 @@ def _transcribe_and_score(model: str, audio_dir: Path, refs: Path, out: Path, de
     report = out / "wer.json"
     evaluate(EvaluateOptions(recognized_dir=str(out), transcript_dir=str(refs), metric="WER",
                              json=str(report)))
-    return json.loads(report.read_text())
+    return json.loads(report.read_text(encoding="utf-8"))
 
 
 def _wer(report: dict) -> float:

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .fileio import replace
+
 CACHE_DTYPE = np.float16  # halves disk and memory; the decoder sees fp16-rounded states
 
 
@@ -62,19 +64,23 @@ class EncoderCache:
             if cache.array.shape == cache.shape:
                 return cache
         tmp = folder / f".{path.name}.{os.getpid()}.tmp"
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=CACHE_DTYPE, shape=cache.shape)
         was_training = model.training
         model.eval()
-        with torch.no_grad():
-            for start in tqdm(range(0, len(dataset), batch_size), desc="encoding windows once",
-                              disable=not progress, unit="batch"):
-                idx = list(range(start, min(start + batch_size, len(dataset))))
-                feats = torch.stack([dataset.features(dataset.records[i]) for i in idx]).to(device)
-                states = encoder(feats.to(next(encoder.parameters()).dtype)).last_hidden_state
-                out[idx[0]:idx[-1] + 1] = states.float().cpu().numpy().astype(CACHE_DTYPE)
-        out.flush()
-        del out
-        os.replace(tmp, path)
+        try:  # an interrupted build leaves nothing behind: the next run starts it afresh
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=CACHE_DTYPE, shape=cache.shape)
+            with torch.no_grad():
+                for start in tqdm(range(0, len(dataset), batch_size), desc="encoding windows once",
+                                  disable=not progress, unit="batch"):
+                    idx = list(range(start, min(start + batch_size, len(dataset))))
+                    feats = torch.stack([dataset.features(dataset.records[i]) for i in idx]).to(device)
+                    states = encoder(feats.to(next(encoder.parameters()).dtype)).last_hidden_state
+                    out[idx[0]:idx[-1] + 1] = states.float().cpu().numpy().astype(CACHE_DTYPE)
+            out.flush()
+            del out
+            replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         model.train(was_training)
         cache.open()
         return cache

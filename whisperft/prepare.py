@@ -157,17 +157,20 @@ def pair_files(audio_dir: Path, transcript_dir: Path) -> tuple[list[tuple[Path, 
     audio_files: dict[str, list[Path]] = {}
     for p in sorted(audio_dir.iterdir()):
         if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS:
-            audio_files.setdefault(p.stem, []).append(p)
+            # case-folded: A.wav and a.mp3 would share one dump folder on Windows and macOS
+            audio_files.setdefault(p.stem.casefold(), []).append(p)
     transcripts: dict[str, list[Path]] = {}
     for p in sorted(transcript_dir.iterdir()):
         if p.is_file() and p.suffix.lower() in SUBTITLE_SUFFIXES:
             transcripts.setdefault(p.stem, []).append(p)
 
     pairs, problems, notes, used = [], [], [], set()
-    for stem, candidates in audio_files.items():
+    for candidates in audio_files.values():
         audio, *others = candidates
+        stem = audio.stem
         for other in others:
-            problems.append(f"{other}: {audio.name} has the same name; one transcript cannot serve both")
+            problems.append(f"{other}: {audio.name} has the same name (case aside); one transcript "
+                            "cannot serve both")
         found = transcripts.get(stem)
         if not found:  # yt-dlp style "talk.en.srt" for "talk.wav"
             tagged = [s for s in transcripts if s.rsplit(".", 1)[0] == stem and s not in audio_files]

@@ -4,7 +4,8 @@ The long-form algorithm is openai-whisper's, as faster-whisper implements it, so
 PyTorch backend and `--backend ct2` (faster-whisper itself) give the same greedy text:
 
   - the whole file's log-mel is computed once (features.py: faster-whisper's convention), its
-    last frame dropped as faster-whisper does; a 30 s window starts at `seek`;
+    last frame dropped as faster-whisper does; a 30 s window starts at `seek` (the log-mel is
+    the whole file's, clamped at its loudest bin, but computed a window at a time: `LongLogMel`);
   - the window is decoded with timestamp tokens, conditioned on the previous text
     (`<|startofprev|>` + at most 223 earlier tokens, timestamps included);
   - a decode that is too repetitive (gzip compression ratio of its text > 2.4) or too unsure
@@ -41,6 +42,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 import time
 import zlib
 from collections import deque
@@ -53,10 +55,11 @@ import numpy as np
 import torch
 
 from .audio import (AUDIO_EXTENSIONS, FRAMES_PER_SECOND, N_FRAMES, SAMPLE_RATE, TIME_PRECISION,
-                    AudioError, load_audio, pad_or_trim)
+                    AudioError, load_audio, pad_or_trim, stream_audio)
 from .tokens import language_code
+from .devices import choose_device
 from .errors import UserError
-from .features import log_mel_spectrogram
+from .features import LongLogMel
 from .options import opt
 
 # openai-whisper's (and faster-whisper's) defaults for the safeguards
@@ -108,7 +111,7 @@ class TranscribeOptions:
     backend: str = opt("torch", "torch: this package's decoder (any model, GPU or CPU); ct2: "
                                 "faster-whisper/CTranslate2, converted once into the cache",
                        choices=("torch", "ct2"))
-    device: str = opt("auto", "cuda, cpu, or auto (cuda when available)")
+    device: str = opt("auto", "cuda, mps, cpu, or auto (a CUDA GPU, else an Apple GPU, else the CPU)")
     threads: int = opt(0, "CPU threads (0: all cores; with --backend ct2, shared by the --batch-size workers)")
     compute_type: str = opt("auto", "weights/activations: auto = float16 on GPU, float32 on CPU; "
                                     "int8* with --backend ct2 only", choices=COMPUTE_TYPES)
@@ -168,17 +171,9 @@ def _check_language(code: str | None, task: str, multilingual: bool, source: str
     return code
 
 
-def resolve_device(device: str) -> str:
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: no CUDA GPU is visible to PyTorch (use --device cpu)")
-    return device
-
-
 def _torch_dtype(compute_type: str, device: str) -> torch.dtype:
     if compute_type == "auto":
-        return torch.float16 if device.startswith("cuda") else torch.float32
+        return torch.float16 if device.startswith(("cuda", "mps")) else torch.float32
     if compute_type.startswith("int8"):
         raise UserError(f"--compute-type {compute_type} needs --backend ct2 (the torch backend runs "
                         f"float32, float16 or bfloat16)")
@@ -207,18 +202,19 @@ class _LogprobTracker:
     def __init__(self, eot: int):
         self.eot = eot
         self.last: torch.Tensor | None = None
-        self.total: torch.Tensor | None = None
-        self.done: torch.Tensor | None = None
+        self.total: np.ndarray | None = None
+        self.done: np.ndarray | None = None
 
     def _take(self, chosen: torch.Tensor) -> None:
-        lp = self.last.gather(1, chosen[:, None])[:, 0].double()
-        self.total += torch.where(self.done, torch.zeros_like(lp), lp)
-        self.done |= chosen == self.eot
+        # summed in float64 on the host: Apple GPUs (MPS) have no float64
+        lp = self.last.gather(1, chosen[:, None])[:, 0].cpu().numpy().astype(np.float64)
+        self.total += np.where(self.done, 0.0, lp)
+        self.done |= (chosen == self.eot).cpu().numpy()
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if self.last is None:
-            self.total = torch.zeros(scores.shape[0], dtype=torch.float64, device=scores.device)
-            self.done = torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device)
+            self.total = np.zeros(scores.shape[0], dtype=np.float64)
+            self.done = np.zeros(scores.shape[0], dtype=bool)
         else:
             self._take(input_ids[:, -1])
         self.last = torch.log_softmax(scores.float(), dim=-1)
@@ -280,22 +276,41 @@ class _FileState:
     """Decoding state of one file (openai-whisper's `transcribe()` locals)."""
 
     key: object
-    features: torch.Tensor  # (n_mels, content_frames), on the model's device
+    # the log-mel (n_mels, content_frames) on the model's device; or, for a file longer than one
+    # window, its LongLogMel, which computes a window's frames when asked (the file's log-mel
+    # plus its last frame, not content: see `content_frames`)
+    features: torch.Tensor | LongLogMel
     duration: float
     language: str | None
     seek: int = 0
     all_tokens: list[int] = field(default_factory=list)
     prompt_reset_since: int = 0
     segments: list[Segment] = field(default_factory=list)
+    _window: tuple[int, torch.Tensor] | None = field(default=None, repr=False)  # (seek, window)
 
     @property
     def content_frames(self) -> int:
+        if isinstance(self.features, LongLogMel):
+            # faster-whisper's content_frames: the frame of the 10 ms zero padding is not content
+            return max(self.features.n_frames - 1, 0)
         return self.features.shape[-1]
 
     def window(self) -> tuple[torch.Tensor, int]:
         """The 30 s window at `seek`, padded with 0.0 in log-mel space, and its real length."""
         size = min(N_FRAMES, self.content_frames - self.seek)
-        return pad_or_trim(self.features[:, self.seek:self.seek + size], N_FRAMES, value=0.0), size
+        if self._window is None or self._window[0] != self.seek:
+            if isinstance(self.features, LongLogMel):
+                feats = self.features.frames(self.seek, self.seek + size)
+            else:
+                feats = self.features[:, self.seek:self.seek + size]
+            self._window = (self.seek, pad_or_trim(feats, N_FRAMES, value=0.0))
+        return self._window[1], size
+
+    def close(self) -> None:
+        """Done with this file: let go of its window (and of its audio file)."""
+        self._window = None
+        if isinstance(self.features, LongLogMel):
+            self.features.close()
 
 
 class TorchTranscriber:
@@ -390,7 +405,11 @@ class TorchTranscriber:
 
         sampling = temperature > 0
         beams = 1 if sampling else max(1, self.opts.beam_size)
-        n_return = max(1, self.opts.best_of) if sampling else 1
+        # Beam search returns all its finished hypotheses: transformers ranks them by sum of
+        # log-probs / length counting <|endoftext|>, CTranslate2 by sum / length without it, which
+        # can prefer a longer one (a silent window's " You" or "Thank you for watching!"); they are
+        # re-ranked below as samples are, by CTranslate2's rule.
+        n_return = max(1, self.opts.best_of) if sampling else beams
         ids, mask = self._left_pad(prompts)
         width = ids.shape[1]
         # Flags that do not apply to the search chosen are left out: transformers warns about them.
@@ -428,13 +447,16 @@ class TorchTranscriber:
         if tracker is not None:
             sums = tracker.finish(out.sequences)
         else:  # beam search keeps no per-token scores unless every step's are stored: rescore
-            sums = self._rescore(enc, ids, mask, rows)
+            per = len(rows) // ids.shape[0]  # the rows of an input are together
+            sums = self._rescore(enc.repeat_interleave(per, 0), ids.repeat_interleave(per, 0),
+                                 mask.repeat_interleave(per, 0), rows)
         decodes = [_Decode(r[:-1] if r and r[-1] == self.eot else r, total / (len(r) - (self.eot in r) + 1),
                            temperature=temperature) for r, total in zip(rows, sums)]
-        if n_return > 1:  # openai-whisper's ranking of samples: sum of log-probs / length
+        if n_return > 1:  # CTranslate2's (and openai-whisper's) ranking: sum of log-probs (with
+            # <|endoftext|>'s) / number of tokens (without it); an empty row never finished
             groups = [decodes[i:i + n_return] for i in range(0, len(decodes), n_return)]
-            decodes = [max(g, key=lambda d: d.avg_logprob * (len(d.tokens) + 1) / max(len(d.tokens), 1))
-                       for g in groups]
+            decodes = [max(g, key=lambda d: d.avg_logprob * (len(d.tokens) + 1) / len(d.tokens)
+                           if d.tokens else -float("inf")) for g in groups]
         for d in decodes:
             d.compression_ratio = compression_ratio(self._text(d.tokens).strip())
         return decodes
@@ -455,14 +477,14 @@ class TorchTranscriber:
         hidden = self.model.model.decoder(input_ids=full, attention_mask=full_mask, position_ids=positions,
                                           encoder_hidden_states=enc, use_cache=False).last_hidden_state
         chain = self._rules(width)
-        lengths = torch.tensor([len(r) for r in rows], device=self.device)
-        total = torch.zeros(len(rows), dtype=torch.float64, device=self.device)
+        lengths = np.array([len(r) for r in rows])
+        total = np.zeros(len(rows), dtype=np.float64)  # on the host: MPS has no float64
         for t in range(steps):
             scores = torch.log_softmax(self.model.proj_out(hidden[:, width + t - 1]).float(), -1)
             for proc in chain:
                 scores = proc(full[:, :width + t], scores)
-            lp = torch.log_softmax(scores, -1).gather(1, full[:, width + t, None])[:, 0].double()
-            total += torch.where(t < lengths, lp, torch.zeros_like(lp))
+            lp = torch.log_softmax(scores, -1).gather(1, full[:, width + t, None])[:, 0]
+            total += np.where(t < lengths, lp.cpu().numpy().astype(np.float64), 0.0)
         return total.tolist()
 
     def _text(self, tokens: list[int]) -> str:
@@ -513,15 +535,42 @@ class TorchTranscriber:
 
     # -- the long-form loop ------------------------------------------------------------------
 
+    def open_audio(self, path: str | Path, stop: threading.Event | None = None) -> LongLogMel:
+        """The features of the audio file `path`, for `run` in place of its samples: the file is
+        read once here (for the log-mel's peak), then again window by window as it is decoded,
+        so that neither it nor its log-mel is ever held whole. Once `stop` is set, reading it
+        raises _Stopped (Ctrl-C while it is read in the background: see `_prefetch`)."""
+        return LongLogMel(lambda: _stoppable(stream_audio(path), stop), self.bundle.n_mels,
+                          device=self.device, source=str(path))
+
     @torch.inference_mode()
-    def _start(self, key, audio: np.ndarray) -> _FileState:
-        audio = np.asarray(audio, dtype=np.float32)
-        feats = log_mel_spectrogram(audio, self.bundle.n_mels, device=self.device)
-        # faster-whisper's content_frames: the frame of the 10 ms zero padding is not content
-        feats = feats[:, :max(feats.shape[-1] - 1, 0)]
-        st = _FileState(key, feats, len(audio) / SAMPLE_RATE, self.language)
+    def _start(self, key, audio: np.ndarray | LongLogMel) -> _FileState:
+        if not isinstance(audio, LongLogMel):
+            samples = np.asarray(audio, dtype=np.float32)
+            audio = LongLogMel(lambda: [samples], self.bundle.n_mels, device=self.device)
+        feats: torch.Tensor | LongLogMel = audio
+        if audio.whole is not None:  # at most one window: its log-mel, computed whole
+            # faster-whisper's content_frames: the frame of the 10 ms zero padding is not content
+            feats = audio.whole[:, :max(audio.whole.shape[-1] - 1, 0)]
+        st = _FileState(key, feats, audio.n_samples / SAMPLE_RATE, self.language)
         st.all_tokens = list(self.initial_prompt)
         return st
+
+    @staticmethod
+    @torch.inference_mode()
+    def _ready(states: list[_FileState], finished: deque) -> list[_FileState]:
+        """The `states` whose window at `seek` could be computed (each keeps it for `_step`); a
+        file that cannot be read again is given up, its AudioError put in `finished`."""
+        ready = []
+        for st in states:
+            try:
+                st.window()
+            except AudioError as exc:
+                st.close()
+                finished.append((st.key, exc))
+                continue
+            ready.append(st)
+        return ready
 
     @torch.inference_mode()
     def _step(self, states: list[_FileState]) -> None:
@@ -599,13 +648,16 @@ class TorchTranscriber:
                 st = self._start(key, audio)
                 (new if st.content_frames > 0 else active).append(st)
             if new:
+                new = self._ready(new, finished)
                 undetected = [st for st in new if st.language is None]
                 if undetected:
                     self._detect_languages(undetected)
                 active += new
             for st in [st for st in active if st.seek >= st.content_frames]:
                 active.remove(st)
+                st.close()
                 finished.append((st.key, Transcript(st.segments, st.language or "en", st.duration)))
+            active = self._ready(active, finished)
             while finished:
                 yield finished.popleft()  # outside inference mode: it is the caller's thread too
             if not active:
@@ -632,13 +684,16 @@ def transcribe_file(model, path_or_audio, options: TranscribeOptions | None = No
 def transcribe_audio(model, path_or_audio, options: TranscribeOptions | None = None) -> Transcript:
     """Like `transcribe_file`, with the language and the duration."""
     options = options or TranscribeOptions()
-    audio = _as_audio(path_or_audio)
     from .models import WhisperBundle
 
     if isinstance(model, WhisperBundle):
         runner = TorchTranscriber(model, options)
+        # a file is read window by window rather than held whole
+        audio = (runner.open_audio(path_or_audio) if isinstance(path_or_audio, (str, Path))
+                 else _as_audio(path_or_audio))
     else:
         runner = CT2Transcriber(model, options)
+        audio = _as_audio(path_or_audio)
     ((_, result),) = list(runner.run([(0, audio)]))
     if isinstance(result, Exception):
         raise result
@@ -725,6 +780,9 @@ class CT2Transcriber:
         if device in (None, "", "auto"):
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
         device_type, _, index = device.partition(":")
+        if device_type == "mps":
+            raise UserError("--backend ct2 runs on CUDA or the CPU (CTranslate2 has no Apple GPU "
+                            "support): use --backend torch --device mps, or --device cpu")
         folder = ct2_model_dir(options.model)
         workers = max(1, options.batch_size)
         # on CPU the cores are shared among the workers, not each given them all
@@ -738,7 +796,7 @@ class CT2Transcriber:
             raise UserError(f"{folder}: faster-whisper cannot load it ({str(exc).splitlines()[0]})") from None
         return cls(model, options)
 
-    def _one(self, audio: np.ndarray) -> Transcript:
+    def _one(self, audio: np.ndarray, stop: threading.Event | None = None) -> Transcript:
         o = self.opts
         segments, info = self.model.transcribe(
             audio, language=self.language, task=o.task, beam_size=max(1, o.beam_size),
@@ -748,31 +806,43 @@ class CT2Transcriber:
             condition_on_previous_text=o.condition_on_previous_text,
             prompt_reset_on_temperature=PROMPT_RESET_TEMPERATURE, initial_prompt=o.initial_prompt)
         duration = len(audio) / SAMPLE_RATE
-        out = [Segment(round(min(s.start, s.end, duration), 3), round(min(s.end, duration), 3), s.text,
-                       list(s.tokens), s.avg_logprob, s.no_speech_prob, s.temperature,
-                       s.compression_ratio) for s in segments]
+        out = []
+        for s in segments:  # each one decodes a window (segments is a generator)
+            if stop is not None and stop.is_set():
+                raise _Stopped
+            out.append(Segment(round(min(s.start, s.end, duration), 3), round(min(s.end, duration), 3), s.text,
+                               list(s.tokens), s.avg_logprob, s.no_speech_prob, s.temperature,
+                               s.compression_ratio))
         return Transcript(out, info.language, duration)
 
     def run(self, items: Iterable[tuple[object, np.ndarray | Exception]]
             ) -> Iterator[tuple[object, Transcript | Exception]]:
+        stop = threading.Event()
+
         def work(item):
             key, audio = item
             if isinstance(audio, Exception):
                 return key, audio
-            return key, self._one(audio)
+            return key, self._one(audio, stop)
 
         workers = max(1, self.opts.batch_size)
         if workers == 1:
             yield from map(work, items)
             return
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            pending: deque = deque()
+        pool = ThreadPoolExecutor(max_workers=workers)
+        pending: deque = deque()
+        try:
             for item in items:
                 pending.append(pool.submit(work, item))
                 if len(pending) >= 2 * workers:  # bounded look-ahead: audio is held in memory
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
+        finally:
+            # Ctrl-C (or a caller that stops early): the files not started are dropped and those
+            # being decoded stop at their next window, instead of all queued being finished first
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -842,34 +912,65 @@ def _plan(opts: TranscribeOptions) -> tuple[list[_Job], list[_Job], list[str]]:
         raise UserError(f"{audio_dir}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
     root = audio_dir if audio_dir.is_dir() else audio_dir.parent
     todo, done, problems = [], [], []
-    claimed: dict[Path, Path] = {}
+    claimed: dict[str, Path] = {}
     for f in files:
         stem = save_dir / f.relative_to(root).with_suffix("")
-        if stem in claimed:
-            problems.append(f"{f}: skipped, its transcript would overwrite that of {claimed[stem]}")
+        # case-folded: on Windows and macOS, A.srt and a.srt are one file
+        key = str(f.relative_to(root).with_suffix("")).casefold()
+        if key in claimed:
+            problems.append(f"{f}: skipped, its transcript would overwrite that of {claimed[key]}")
             continue
-        claimed[stem] = f
+        claimed[key] = f
         job = _Job(f, [stem.with_name(f"{stem.name}.{fmt}") for fmt in formats])
         (done if not opts.overwrite and all(p.is_file() for p in job.outputs) else todo).append(job)
     return todo, done, problems
 
 
-def _prefetch(jobs: list[_Job], ahead: int) -> Iterator[tuple[_Job, np.ndarray | Exception]]:
-    """Decode audio in a background thread, `ahead` files in advance of the model."""
-    def load(job: _Job):
+class _Stopped(Exception):
+    """Work given up because the run is being left (Ctrl-C): nobody waits for its result."""
+
+
+def _stoppable(chunks: Iterator, stop: threading.Event | None) -> Iterator:
+    """`chunks`, raising _Stopped at the next one once `stop` is set."""
+    with contextlib.closing(chunks):
+        for chunk in chunks:
+            if stop is not None and stop.is_set():
+                raise _Stopped
+            yield chunk
+
+
+def _load_samples(path: Path, stop: threading.Event) -> np.ndarray:
+    return load_audio(path)
+
+
+def _prefetch(jobs: list[_Job], ahead: int, load=_load_samples) -> Iterator[tuple[_Job, object]]:
+    """Read audio in a background thread, `ahead` files in advance of the model: each job with
+    `load(path, stop)` (its samples, or the torch backend's `open_audio`), or with its AudioError.
+    Leaving early (Ctrl-C) drops the files not started and sets `stop` for the one under way."""
+    stop = threading.Event()
+
+    def work(job: _Job):
         try:
-            return job, load_audio(job.audio)
+            return job, load(job.audio, stop)
         except AudioError as exc:
             return job, exc
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending: deque = deque()
+    pool = ThreadPoolExecutor(max_workers=1)
+    pending: deque = deque()
+    try:
         for job in jobs:
-            pending.append(pool.submit(load, job))
+            pending.append(pool.submit(work, job))
             if len(pending) > ahead:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    except BaseException:  # left early (closed, Ctrl-C): the file still being read stops too
+        stop.set()
+        raise
+    finally:
+        # Run out normally, `stop` stays clear: the torch backend reads its last files
+        # window by window after taking them from here.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def load_transcriber(opts: TranscribeOptions):
@@ -882,7 +983,7 @@ def load_transcriber(opts: TranscribeOptions):
 
     if opts.threads > 0:
         torch.set_num_threads(opts.threads)
-    device = resolve_device(opts.device)
+    device = choose_device(opts.device)
     bundle = load_model(opts.model, device=device, dtype=_torch_dtype(opts.compute_type, device))
     return TorchTranscriber(bundle, opts)
 
@@ -906,7 +1007,9 @@ def transcribe_dir(opts: TranscribeOptions) -> int:
         runner = load_transcriber(opts)
         t0 = time.perf_counter()  # real-time factor of the decoding, model loading left out
         with tqdm(total=len(todo), unit="file", desc="transcribing", file=sys.stderr, disable=None) as bar:
-            for job, result in runner.run(_prefetch(todo, ahead=max(1, opts.batch_size))):
+            # the torch backend reads each file in a stream (never held whole); ct2 takes samples
+            load = getattr(runner, "open_audio", _load_samples)
+            for job, result in runner.run(_prefetch(todo, ahead=max(1, opts.batch_size), load=load)):
                 bar.update(1)
                 if isinstance(result, Exception):
                     if not isinstance(result, UserError):
