@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from whisperft.errors import UserError
-from whisperft.metrics import (Counts, EvaluateOptions, evaluate, get_normalizer, resolve_language,
-                               score)
+from whisperft.metrics import Counts, EvaluateOptions, evaluate, get_normalizer, score
+from whisperft.tokens import language_code
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -148,8 +148,8 @@ def test_normaliser_choice():
 
 
 def test_language_and_metric_validation():
-    assert resolve_language("en-US") == "en"
-    assert resolve_language("Mandarin") == "zh"
+    assert language_code("en-US", default="en") == "en"
+    assert language_code("Mandarin", default="en") == "zh"
     with pytest.raises(UserError, match="unknown language 'klingon'"):
         score([], language="klingon")
     with pytest.raises(UserError, match="unknown metric 'BLEU'"):

@@ -14,7 +14,8 @@ from whisperft.audio import SAMPLE_RATE, save_wav
 from whisperft.cli import main as cli_main
 from whisperft.errors import UserError
 from whisperft.manifest import read_manifest
-from whisperft.prepare import PrepareOptions, prepare, resolve_language
+from whisperft.prepare import PrepareOptions, prepare
+from whisperft.tokens import language_code
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -194,10 +195,11 @@ def test_option_errors_are_user_errors(data):
 
 
 def test_language_codes_and_names():
-    assert [resolve_language(x) for x in ("en", "ES", "Spanish", "mandarin", " japanese ")] == [
+    assert [language_code(x, default="en") for x in ("en", "ES", "Spanish", "mandarin", " japanese ")] == [
         "en", "es", "es", "zh", "ja"]
+    assert language_code(None, default="en") == language_code("  ", default="en") == "en"
     with pytest.raises(UserError, match="unknown language 'Klingon'"):
-        resolve_language("Klingon")
+        language_code("Klingon", default="en")
 
 
 def test_subsampling_silence_across_files_and_exit_code(tmp_path):

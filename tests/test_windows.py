@@ -161,6 +161,9 @@ def test_languages_without_spaces_get_no_leading_space_and_lines_join_directly()
     assert windows[0].text == "<|1.00|>你好世界<|2.00|><|3.00|>OK yes<|4.00|>"
     windows, _ = split([Cue(1, 2, "two\nlines")], 10.0, language="es")
     assert windows[0].text == "<|1.00|> two lines<|2.00|>"
+    # Khmer is written without spaces too: the same rule here as in evaluation (CER)
+    windows, _ = split([Cue(1, 2, "សួស្តី\nពិភពលោក")], 10.0, language="km")
+    assert windows[0].text == "<|1.00|>សួស្តីពិភពលោក<|2.00|>"
 
 
 def test_normalize_unicode_applies_nfkc():

@@ -27,15 +27,10 @@ COMMANDS = {
 
 
 def _load(command: str):
+    """The command's options dataclass and function (their module imported on first use)."""
     module_name, cls_name, func_name, _ = COMMANDS[command]
-    try:
-        module = importlib.import_module(f"whisperft.{module_name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"whisperft.{module_name}":
-            raise
-        return None, None
-    cls, func = getattr(module, cls_name, None), getattr(module, func_name, None)
-    return (cls, func) if cls is not None and func is not None else (None, None)
+    module = importlib.import_module(f"whisperft.{module_name}")
+    return getattr(module, cls_name), getattr(module, func_name)
 
 
 def build_parser(prog: str | None = None, only: str | None = None) -> argparse.ArgumentParser:
@@ -47,17 +42,12 @@ def build_parser(prog: str | None = None, only: str | None = None) -> argparse.A
     for name, (_, _, _, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if only is None or name == only:
-            cls, _ = _load(name)
-            if cls is not None:
-                add_dataclass_arguments(p, cls)
+            add_dataclass_arguments(p, _load(name)[0])
     return parser
 
 
 def _run(command: str, args: argparse.Namespace) -> int:
     cls, func = _load(command)
-    if func is None:
-        print(f"whisperft {command}: not implemented yet", file=sys.stderr)
-        return 2
     try:
         return int(func(dataclass_from_args(cls, args)) or 0)
     except UserError as exc:
@@ -89,7 +79,5 @@ def script_main(command: str) -> None:
     _console_never_raises()
     prog = os.path.basename(sys.argv[0]) or command
     parser = argparse.ArgumentParser(prog=prog, description=COMMANDS[command][3])
-    cls, _ = _load(command)
-    if cls is not None:
-        add_dataclass_arguments(parser, cls)
+    add_dataclass_arguments(parser, _load(command)[0])
     sys.exit(_run(command, parser.parse_args(sys.argv[1:])))

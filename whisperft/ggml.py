@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .audio import N_FFT, SAMPLE_RATE
 from .errors import UserError
 
 GGML_MAGIC = 0x67676D6C
-N_FFT_BINS = 201  # N_FFT // 2 + 1 for Whisper's 400-sample window
-SAMPLE_RATE = 16000
+N_FFT_BINS = N_FFT // 2 + 1  # frequency bins of the mel filterbank
 FTYPES = {"f32": 0, "f16": 1}
 FTYPE_ALIASES = {"f32": "f32", "float32": "f32", "fp32": "f32",
                  "f16": "f16", "float16": "f16", "fp16": "f16"}

@@ -22,33 +22,19 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .errors import UserError
+from .tokens import NO_SPACE_LANGUAGES, language_code
 from .options import opt
 from .fileio import write_json_atomic
+from .subtitles import TRANSCRIPT_SUFFIXES
 
 METRICS = ("WER", "CER")
 NORMALIZERS = ("auto", "whisper", "basic", "none")
 
-# Written without spaces between words, so "words" are whole sentences and WER is meaningless:
-# CER is the default for these (Whisper's paper scores zh, ja, th, lo, my by characters; yue
-# and km share the property). Whitespace is dropped before CER here, because the spaces in such
-# text are cue joins and normaliser artefacts, not content.
-NO_SPACE_LANGUAGES = frozenset({"zh", "yue", "ja", "th", "lo", "my", "km"})
-
-# When one stem has several transcripts (transcribe --format all writes all four), the first
-# extension in this order is scored and the others are ignored rather than reported as extras.
-TRANSCRIPT_EXTENSIONS = (".srt", ".vtt", ".txt", ".json")
 
 ENGLISH_SPELLING_FILE = Path(__file__).with_name("english_spelling.json")
 
 
 # --- normalisers ---------------------------------------------------------------------------
-
-def resolve_language(language: str | None) -> str:
-    """A Whisper language code (English when none is given); see tokens.language_code."""
-    from .tokens import language_code
-
-    return language_code(language, default="en")
-
 
 def resolve_normalizer(name: str, language: str | None) -> str:
     """`auto` -> `whisper` for English, `basic` for any other (or unknown) language."""
@@ -240,7 +226,8 @@ class Report:
 
 def _prepare(text: str, metric: str, language: str) -> str:
     # Transcripts read from subtitles carry line breaks and doubled spaces from cue joins;
-    # those are layout, not words, so they never count as errors.
+    # those are layout, not words, so they never count as errors. In a language written
+    # without spaces any space is such an artefact: CER drops them all.
     if metric == "CER" and language in NO_SPACE_LANGUAGES:
         return "".join(text.split())
     return " ".join(text.split())
@@ -270,7 +257,7 @@ def score(pairs: list[tuple[str, str, str]], metric: str | None = None, normaliz
     metric: WER or CER (any case); None -> CER for languages written without spaces, else WER.
     normalizer: auto|whisper|basic|none, see `get_normalizer`. Raw counts are always kept too.
     """
-    language = resolve_language(language)
+    language = language_code(language, default="en")
     metric = resolve_metric(metric, language)
     resolved = resolve_normalizer(normalizer, language)
     normalize = _normalizer(resolved)
@@ -308,7 +295,7 @@ class EvaluateOptions:
 
 def find_transcripts(folder: str | Path, flag: str = "folder",
                      exclude: Iterable[Path] = ()) -> dict[str, Path]:
-    """Transcripts in `folder` (not recursive) by file stem; one per stem, see TRANSCRIPT_EXTENSIONS.
+    """Transcripts in `folder` (not recursive) by file stem; one per stem, see TRANSCRIPT_SUFFIXES.
 
     Raises UserError naming the folder when it does not exist or holds no transcript.
     """
@@ -318,7 +305,7 @@ def find_transcripts(folder: str | Path, flag: str = "folder",
     if not folder.is_dir():
         raise UserError(f"{flag} {folder}: not a folder")
     skip = {p.resolve() for p in exclude}
-    rank = {ext: i for i, ext in enumerate(TRANSCRIPT_EXTENSIONS)}
+    rank = {ext: i for i, ext in enumerate(TRANSCRIPT_SUFFIXES)}
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         ext = path.suffix.lower()
@@ -330,7 +317,7 @@ def find_transcripts(folder: str | Path, flag: str = "folder",
         if current is None or rank[ext] < rank[current.suffix.lower()]:
             found[path.stem] = path
     if not found:
-        raise UserError(f"{flag} {folder}: no transcripts ({', '.join(TRANSCRIPT_EXTENSIONS)}) "
+        raise UserError(f"{flag} {folder}: no transcripts ({', '.join(TRANSCRIPT_SUFFIXES)}) "
                         f"in this folder")
     return found
 
@@ -349,7 +336,7 @@ def evaluate(opts: EvaluateOptions) -> int:
     from .subtitles import read_text
 
     # Resolve everything the user typed before touching files, so a typo fails at once.
-    language = resolve_language(opts.language)
+    language = language_code(opts.language, default="en")
     metric = resolve_metric(opts.metric, language)
     resolved = resolve_normalizer(opts.normalizer, language)
     json_path = Path(opts.json) if opts.json else None

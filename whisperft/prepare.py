@@ -34,7 +34,8 @@ from .manifest import Record, write_manifest
 from .options import opt
 from .packing import PACK_GAP_MS, Clip, Pack, Packer
 from .subtitles import SUBTITLE_SUFFIXES, SubtitleWarning, read_subtitles, read_text_file
-from .windows import (NO_SPACE_LANGUAGES, SILENCE_SUBSAMPLED, TOO_MANY_TOKENS, Skip,
+from .tokens import NO_SPACE_LANGUAGES, language_code
+from .windows import (SILENCE_SUBSAMPLED, TOO_MANY_TOKENS, Skip,
                       check_timestamp_resolution, join_cue_lines, speech_seconds, split_into_windows)
 
 METADATA_FILES = ("metadata.csv", "metadata.jsonl")  # Hugging Face audiofolder convention
@@ -83,13 +84,6 @@ class PrepareOptions:
 
 # --------------------------------------------------------------------------------------------
 # Helpers
-
-
-def resolve_language(name: str) -> str:
-    """A Whisper language code from a code or an English name, any case ("Spanish" -> "es")."""
-    from .tokens import language_code
-
-    return language_code(name, default="en")
 
 
 @lru_cache(maxsize=2)
@@ -355,7 +349,7 @@ def _prepare_clips(opts: PrepareOptions, data_file: Path, language: str, dump_di
             beside_list = data_file.parent / audio_path
             audio_path = beside_list if beside_list.exists() or not audio_path.exists() else audio_path
         try:
-            clip_language = resolve_language(row_language) if row_language else language
+            clip_language = language_code(row_language, default="en") if row_language else language
             audio = load_audio(audio_path)
         except UserError as exc:
             tally.fail(f"{where}: {exc}")
@@ -472,7 +466,7 @@ def prepare(opts: PrepareOptions) -> int:
         raise UserError("--subsampling-factor-for-silence must be 1 or more")
     if opts.max_prompt_length < 0 or opts.max_tokens_length < 1:
         raise UserError("--max-prompt-length must be >= 0 and --max-tokens-length >= 1")
-    language = resolve_language(opts.language)
+    language = language_code(opts.language, default="en")
 
     data_file = Path(opts.data_file) if opts.data_file else None
     if data_file is None and opts.audio_dir and not opts.transcript_dir:

@@ -26,6 +26,8 @@ from .errors import UserError
 from .fileio import atomic_write_text
 
 SUBTITLE_SUFFIXES = (".srt", ".vtt")
+# The transcript formats, in order of preference: when one stem has several (transcribe
+# --format all writes all four), the first is read (e.g. by evaluation) and the others ignored.
 TRANSCRIPT_SUFFIXES = (".srt", ".vtt", ".txt", ".json")
 FALLBACK_ENCODING = "cp1252"  # what most legacy (Windows, Western) subtitle files are written in
 

@@ -19,6 +19,10 @@ from dataclasses import dataclass
 from .errors import UserError
 
 IGNORE_INDEX = -100  # label of positions that carry no loss (PyTorch's cross-entropy default)
+# Languages written without spaces between words: cue texts join without a space, and "words"
+# are whole sentences, so CER is scored instead of WER (Whisper's paper scores zh, ja, th, lo
+# and my by characters; yue and km share the property).
+NO_SPACE_LANGUAGES = frozenset({"zh", "yue", "ja", "th", "lo", "my", "km"})
 TIMESTAMP_RE = re.compile(r"<\|(\d+\.\d+)\|>")
 
 
@@ -140,26 +144,6 @@ class TokenLayout:
             raise UserError(f"{where or 'record'}: {len(decoder_input)} tokens exceed the model's "
                             f"{self.max_text_ctx}-token context (prepare with a lower --max-tokens-length)")
         return Example(decoder_input, labels, trim_at)
-
-    def decode_cues(self, ids: list[int], offset: float = 0.0) -> list[tuple[float, float, str]]:
-        """(start, end, text) of each timestamped segment in generated ids (after the prefix)."""
-        cues = []
-        start = None
-        words: list[int] = []
-        for t in ids:
-            if t == self.eot:
-                break
-            if self.is_timestamp(t):
-                if start is None:
-                    start = self._seconds(t)
-                else:
-                    text = self.tokenizer.decode(words, skip_special_tokens=True).strip()
-                    if text:
-                        cues.append((offset + start, offset + self._seconds(t), text))
-                    start, words = None, []
-            elif t < self.eot:
-                words.append(t)
-        return cues
 
 
 def language_code(language: str | None, default: str | None = None) -> str | None:

@@ -61,6 +61,7 @@ from .devices import choose_device
 from .errors import UserError
 from .features import LongLogMel
 from .options import opt
+from .subtitles import TRANSCRIPT_SUFFIXES
 
 # openai-whisper's (and faster-whisper's) defaults for the safeguards
 TEMPERATURE_INCREMENT = 0.2  # fallback temperatures 0.0, 0.2, ... 1.0
@@ -73,7 +74,7 @@ BEST_OF = 5  # candidates sampled at each temperature > 0
 DEFAULT_BEAM_SIZE = 5  # openai-whisper's CLI and faster-whisper's default; 1 = greedy
 
 INPUT_STRIDE = 2  # log-mel frames per encoder position, i.e. per timestamp token (20 ms)
-FORMATS = ("srt", "vtt", "txt", "json")
+FORMATS = tuple(suffix.lstrip(".") for suffix in TRANSCRIPT_SUFFIXES)  # srt, vtt, txt, json
 COMPUTE_TYPES = ("auto", "float32", "float16", "bfloat16", "int8", "int8_float16", "int8_float32")
 
 

@@ -40,12 +40,12 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from .errors import UserError
+from .tokens import NO_SPACE_LANGUAGES
 
 CHUNK_LENGTH_MS = 30_000  # the 30 s the encoder sees at once
 TIMESTAMP_STEP_MS = 20  # Whisper's timestamp tokens are 20 ms apart (<|0.00|>, <|0.02|>, ...)
 OVERLAP_TOLERANCE_MS = 50  # overlaps up to this (export rounding, one 25 fps frame) are snapped
 AUDIO_END_TOLERANCE_MS = 1_000  # a last cue may end this much after the audio (editors pad it)
-NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "yue"})  # written without spaces
 
 # Skip reasons (the closing summary counts skips by these).
 LONG_CUE = "cue longer than 30 s"
