@@ -610,7 +610,7 @@ def plain_state_dict(model, dtype: torch.dtype | None = None) -> dict[str, torch
     from peft.tuners.lora import LoraLayer
 
     adapted = {f"{name}.base_layer.weight": module for name, module in whisper.named_modules()
-               if isinstance(module, LoraLayer) and not module.merged}
+               if isinstance(module, LoraLayer)}
     out = {}
     with torch.no_grad():
         for key, tensor in whisper.state_dict().items():
@@ -620,8 +620,11 @@ def plain_state_dict(model, dtype: torch.dtype | None = None) -> dict[str, torch
             if module is not None:
                 merged = tensor.detach().float()
                 for adapter in module.active_adapters:
-                    if adapter in module.lora_A:
-                        merged = merged + module.get_delta_weight(adapter).float()
+                    if adapter in module.merged_adapters:  # already in the base weight
+                        continue
+                    if adapter not in module.lora_A and adapter not in getattr(module, "lora_embedding_A", {}):
+                        raise ValueError(f"{key}: LoRA adapter {adapter!r} of a kind this merge does not know")
+                    merged = merged + module.get_delta_weight(adapter).float()
                 out[key.replace(".base_layer.", ".")] = merged.to("cpu", dtype or tensor.dtype)
                 del merged
             else:

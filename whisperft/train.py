@@ -330,8 +330,8 @@ def save_checkpoint(bundle, path: Path, train_state: dict | None = None,
 # Flags whose change breaks an exact continuation: which batches come, which examples get a
 # prompt or timestamps, which weights train and with what optimizer.
 RESUME_FIXED = ("batch_size", "seed", "prompt_use_rate", "no_timestamps_rate", "no_timestamps_training",
-                "train_only_decoder", "use_adam_8bit", "lora_rank", "lora_alpha", "lora_dropout",
-                "lora_targets")
+                "train_only_decoder", "cache_encoder_outputs", "use_amp", "use_adam_8bit", "lora_rank",
+                "lora_alpha", "lora_dropout", "lora_targets")
 # Flags that only reshape the schedule from the resumed step on: allowed, and said.
 RESUME_SCHEDULE = ("train_steps", "lr", "warmup_steps", "weight_decay", "max_grad_norm")
 
@@ -474,13 +474,18 @@ def make_loaders(cfg: TrainConfig, train_set, dev_set, layout, world: int, rank:
     sampler = BucketBatchSampler([train_set.label_length(i) for i in range(len(train_set))],
                                  cfg.batch_size, seed=cfg.seed)
     stream = BatchStream(sampler, world, rank, start_step * cfg.accum_grad_steps)
+    # Each loader draws its workers' seeds from its own generator: iterators started at other
+    # moments (a resumed run starts its loaders after restoring the RNG) must not move the
+    # global RNG that dropout draws from, or a resumed run would not be exact.
     common = dict(collate_fn=collator, num_workers=workers,
                   worker_init_fn=ignore_stop_signals if workers else None)
-    train_loader = torch.utils.data.DataLoader(EpochKeyed(train_set), batch_sampler=stream, **common)
+    seeded = lambda: torch.Generator().manual_seed(cfg.seed)  # noqa: E731
+    train_loader = torch.utils.data.DataLoader(EpochKeyed(train_set), batch_sampler=stream, generator=seeded(),
+                                               **common)
     dev_loader = None
     if dev_set is not None:  # workers kept: under spawn each restart re-imports everything
         dev_loader = torch.utils.data.DataLoader(dev_set, batch_size=cfg.dev_batch_size, shuffle=False,
-                                                 persistent_workers=workers > 0, **common)
+                                                 persistent_workers=workers > 0, generator=seeded(), **common)
     return train_loader, dev_loader
 
 
@@ -543,6 +548,8 @@ def _train(cfg: TrainConfig, stop: StopFlag, stop_after_steps: int | None) -> in
         best_loss = float(train_state["best_loss"])
         history = json.loads(train_state["history"])
         _set_rng_state(train_state["rng"])
+        if train_state.get("scaler") is not None and accelerator.scaler is not None:
+            accelerator.scaler.load_state_dict(train_state["scaler"])  # fp16's loss scale
         if start_step >= cfg.train_steps:
             raise UserError(f"--resume {cfg.resume}: already at step {start_step} of --train-steps "
                             f"{cfg.train_steps}; raise --train-steps to continue")
@@ -598,7 +605,8 @@ def _train(cfg: TrainConfig, stop: StopFlag, stop_after_steps: int | None) -> in
             state = {"step": step, "optimizer": optimizer.state_dict(), "best_loss": best_loss,
                      "rng": _rng_state(), "history": json.dumps(history),
                      "config": json.dumps(dataclasses.asdict(cfg)), "param_names": names,
-                     "world": world, "train_data_sha256": train_fingerprint}
+                     "world": world, "train_data_sha256": train_fingerprint,
+                     "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None}
             if cfg.lora_rank:
                 from peft import get_peft_model_state_dict
 
