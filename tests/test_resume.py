@@ -337,20 +337,13 @@ def test_resume_with_dropout_on_cpu_is_exact(tmp_path):
     """LoRA's dropout (0.1 here) draws from the global CPU RNG at every step: a resumed run must
     restore it and start its data loaders without drawing from it."""
     pytest.importorskip("peft")
-    from test_train import cfg_for, losses
     from conftest import random_bundle
+    from test_train import whole_and_resumed
     from whisperft import models
 
     model = tmp_path / "random.pt"
     models.save_openai(random_bundle(), model, torch.float32)
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    kw = dict(lora_rank=4, lora_dropout=0.1, eval_steps=3, lr=1e-2)
-    train(cfg_for(tmp_path / "a", model, **kw))
-    train(cfg_for(tmp_path / "b", model, **kw), stop_after_steps=4)
-    out_b = tmp_path / "b" / "out"
-    train(cfg_for(tmp_path / "b", model, resume=str(out_b / "last_model.pt"), **kw))
-    la = [e["loss"] for e in losses(tmp_path / "a" / "out") if "loss" in e]
-    lb = [e["loss"] for e in losses(out_b) if "loss" in e]
+    out_a, out_b, la, lb = whole_and_resumed(tmp_path, model, lora_rank=4, lora_dropout=0.1, eval_steps=3,
+                                             lr=1e-2)
     assert len(la) == 6 and la == lb
-    assert same_weights(weights(tmp_path / "a" / "out" / "last_model.pt"), weights(out_b / "last_model.pt"))
+    assert same_weights(weights(out_a / "last_model.pt"), weights(out_b / "last_model.pt"))

@@ -251,18 +251,24 @@ def test_encoder_cache_gives_the_same_losses(tmp_path, tiny_model):
     assert cache_key(b1.model.model.encoder, records, 80) != cache_key(b2.model.model.encoder, records, 80)
 
 
-def test_lora_trains_few_parameters_saves_merged_and_resumes(tmp_path, tiny_model):
-    pytest.importorskip("peft")
+def whole_and_resumed(tmp_path, model, **kw):
+    """The 6-step run of `kw` in one go (in a/) and stopped after 4 steps, then resumed (in b/):
+    (output folders, their logged training losses)."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    kw = dict(lora_rank=4, lora_dropout=0.0, eval_steps=3, lr=1e-2)
-    train(cfg_for(tmp_path / "a", tiny_model, **kw))
-    train(cfg_for(tmp_path / "b", tiny_model, **kw), stop_after_steps=4)
-    out_b = tmp_path / "b" / "out"
-    train(cfg_for(tmp_path / "b", tiny_model, resume=str(out_b / "last_model.pt"), **kw))
-    out_a = tmp_path / "a" / "out"
+    train(cfg_for(tmp_path / "a", model, **kw))
+    train(cfg_for(tmp_path / "b", model, **kw), stop_after_steps=4)
+    out_a, out_b = tmp_path / "a" / "out", tmp_path / "b" / "out"
+    train(cfg_for(tmp_path / "b", model, resume=str(out_b / "last_model.pt"), **kw))
     la = [e["loss"] for e in losses(out_a) if "loss" in e]
     lb = [e["loss"] for e in losses(out_b) if "loss" in e]
+    return out_a, out_b, la, lb
+
+
+def test_lora_trains_few_parameters_saves_merged_and_resumes(tmp_path, tiny_model):
+    pytest.importorskip("peft")
+    out_a, out_b, la, lb = whole_and_resumed(tmp_path, tiny_model, lora_rank=4, lora_dropout=0.0, eval_steps=3,
+                                             lr=1e-2)
     assert len(la) == 6 and np.allclose(la, lb, atol=1e-6, rtol=0)
     ckpt = torch.load(out_a / "last_model.pt", weights_only=True)
     adapter = ckpt["whisperft_train_state"]["adapter"]
