@@ -18,7 +18,9 @@ best_model.pt) at each step, in its own process. Its peak is the training steps'
 here is each checkpoint write on its own (`save_checkpoint` and `_save_adapter` of
 whisperft.train, wrapped): the RSS when it starts and how much higher the high-water mark goes
 while it runs, against the size of the adapter and of the model. A write that merges into a
-copy of the model shows up as ~1x the model; one that adds only the adapter, as ~0.
+copy of the model shows up as ~1x the model; one that adds only the adapter, as ~0. Each pair runs
+twice: with glibc's malloc as it comes, and with a fixed mmap threshold, which keeps freed blocks
+from staying in the process and so shows what a save actually holds.
 
     python bench/bench_memory.py [--only transcribe features lora] [--hours 2] [--minutes 10]
 """
@@ -219,9 +221,9 @@ def child_lora(manifest: str, out: str, model: str, steps: int, rank: str = "8")
 CHILDREN = {"transcribe": child_transcribe, "features": child_features, "lora": child_lora}
 
 
-def spawn(name: str, *args) -> dict:
+def spawn(name: str, *args, env: dict | None = None) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--child", name, *map(str, args)], capture_output=True,
-                          text=True, cwd=REPO)
+                          text=True, cwd=REPO, env={**os.environ, **(env or {})})
     lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["failed"])[-1]
@@ -275,14 +277,25 @@ def arm_lora(model: str, steps: int, workdir: Path) -> None:
     n_mels = bundle.n_mels
     del bundle
     manifest = make_manifest(workdir, 2, n_mels)
-    runs = {"LoRA r=8": spawn("lora", manifest, workdir / "lora", model, steps, 8),
-            # the peer: the same run as a full fine-tune, whose checkpoint is a plain model's
-            "full fine-tuning": spawn("lora", manifest, workdir / "full", model, steps, 0)}
     model_mb, adapter_mb = n_params * 4 / 2**20, adapter * 4 / 2**20
-    print(f"\n== checkpoint memory: whisperft train on {model}, {steps} steps, validation + best_model.pt "
-          f"at every step, CPU; LoRA r=8 against a full fine-tune")
-    print(f"model: {n_params / 1e6:.1f} M parameters = {model_mb:.0f} MB fp32, {model_mb / 2:.0f} MB fp16; "
-          f"adapter: {adapter / 1e6:.2f} M parameters = {adapter_mb:.1f} MB fp32")
+    for i, (allocator, env) in enumerate(ALLOCATORS.items()):
+        runs = {"LoRA r=8": spawn("lora", manifest, workdir / f"lora{i}", model, steps, 8, env=env),
+                # the peer: the same run as a full fine-tune, whose checkpoint is a plain model's
+                "full fine-tuning": spawn("lora", manifest, workdir / f"full{i}", model, steps, 0, env=env)}
+        print(f"\n== checkpoint memory: whisperft train on {model}, {steps} steps, validation + best_model.pt "
+              f"at every step, CPU, {allocator}; LoRA r=8 against a full fine-tune")
+        print(f"model: {n_params / 1e6:.1f} M parameters = {model_mb:.0f} MB fp32, {model_mb / 2:.0f} MB fp16; "
+              f"adapter: {adapter / 1e6:.2f} M parameters = {adapter_mb:.1f} MB fp32")
+        _print_saves(runs, model_mb, adapter_mb)
+
+
+# glibc's malloc raises its mmap threshold each time a large block is freed, after which blocks
+# of that size come from the heap and freed ones stay in the process: RSS then counts memory no
+# longer held. A fixed threshold shows what a save holds.
+ALLOCATORS = {"glibc malloc as it comes": {}, "glibc malloc, fixed mmap threshold": {"MALLOC_MMAP_THRESHOLD_": "131072"}}
+
+
+def _print_saves(runs: dict, model_mb: float, adapter_mb: float) -> None:
     worst = {}
     for label, r in runs.items():
         if "error" in r or r["rc"] != 0:

@@ -195,6 +195,67 @@ def test_every_format_roundtrips_weights(n_mels, multilingual, tmp_path):
             bundle.model.generation_config.no_timestamps_token_id
 
 
+def test_streamed_save_writes_what_torch_save_would(tmp_path):
+    """atomic_torch_save lays the file out, then writes each tensor into its place: the file loads
+    to the same nested structure as the object (strings beside tensors, every dtype and shape)."""
+    torch.manual_seed(0)
+    obj = {"dims": {"n_mels": 80}, "names": ["a", "b"], "config": "{}",
+           "state": {"w": torch.randn(7, 5), "h": torch.randn(3, 4).half(), "b": torch.randn(6).bfloat16(),
+                     "step": torch.tensor(3), "t": torch.randn(4, 3).t(), "flag": torch.tensor([True, False])},
+           "rng": (3, (1, 2), None), "lazy": models.LazyTensor((2, 2), torch.float16, lambda: torch.ones(2, 2).half())}
+    models.atomic_torch_save(obj, tmp_path / "x.pt")
+    back = torch.load(tmp_path / "x.pt", weights_only=True)
+    assert back["dims"] == obj["dims"] and back["names"] == obj["names"] and back["rng"] == obj["rng"]
+    for key, tensor in obj["state"].items():
+        assert back["state"][key].dtype == tensor.dtype and torch.equal(back["state"][key], tensor), key
+    assert torch.equal(back["lazy"], torch.ones(2, 2).half())
+    assert [p.name for p in tmp_path.iterdir()] == ["x.pt"]
+
+
+def test_streamed_save_holds_one_made_tensor_at_a_time(tmp_path):
+    """Each LazyTensor is made, written and dropped before the next is made: saving a merged LoRA
+    model or a float16 copy never holds a second model."""
+    import gc
+    import weakref
+
+    alive = []
+
+    def make(i):
+        def made():
+            gc.collect()
+            assert all(ref() is None for ref in alive), f"tensor {len(alive) - 1} still held when {i} is made"
+            tensor = torch.full((64, 64), float(i))
+            alive.append(weakref.ref(tensor))
+            return tensor
+        return made
+
+    state = {f"w{i}": models.LazyTensor((64, 64), torch.float32, make(i)) for i in range(5)}
+    models.atomic_torch_save({"model_state_dict": state}, tmp_path / "x.pt")
+    back = torch.load(tmp_path / "x.pt", weights_only=True)["model_state_dict"]
+    assert len(alive) == 5 and all(torch.all(back[f"w{i}"] == i) for i in range(5))
+
+
+def test_lora_checkpoint_is_the_merged_model_and_leaves_the_adapter_alone(tmp_path):
+    peft = pytest.importorskip("peft")
+    import copy
+
+    bundle = random_bundle()
+    model = peft.get_peft_model(copy.deepcopy(bundle.model), peft.LoraConfig(r=4, lora_alpha=8,
+                                target_modules=["q_proj", "v_proj", "fc1", "fc2"]))
+    torch.manual_seed(1)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)  # adapters start at zero: make them matter
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    lora = copy.copy(bundle)
+    lora.model = model
+    saved = models.load_model(models.save_openai(lora, tmp_path / "lora.pt", torch.float32))
+    merged = copy.deepcopy(model).merge_and_unload()
+    sa, sb = saved.model.state_dict(), merged.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_pickle_checkpoint_cannot_run_code(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"

@@ -39,9 +39,10 @@ def _umask() -> int:
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None):
-    """Context: an open file that replaces `path` when the block ends without an error."""
-    if mode not in ("wb", "w"):
-        raise ValueError(f"mode must be 'wb' or 'w', not {mode!r}")
+    """Context: an open file that replaces `path` when the block ends without an error.
+    Mode "w+b" also reads back what was written (to fill in a file laid out first)."""
+    if mode not in ("wb", "w", "w+b"):
+        raise ValueError(f"mode must be 'wb', 'w+b' or 'w', not {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -155,11 +155,11 @@ def openai_tensor_names(n_audio_layer: int, n_text_layer: int) -> list[str]:
 
 def ggml_tensors(bundle, ftype: str = "f16"):
     """(name, array as written, ggml ftype) for every tensor, in file order."""
-    from .models import base_model, hf_to_openai_state_dict, openai_dims
+    from .models import base_model, hf_to_openai_state, openai_dims
 
     dims = openai_dims(base_model(bundle.model).config)
     try:
-        state = hf_to_openai_state_dict(bundle.model)
+        state = hf_to_openai_state(bundle.model)
     except (KeyError, ValueError) as exc:
         raise UserError(f"ggml export: unexpected weight {exc} (not a plain Whisper model)") from None
     names = openai_tensor_names(dims["n_audio_layer"], dims["n_text_layer"])
@@ -168,7 +168,7 @@ def ggml_tensors(bundle, ftype: str = "f16"):
         raise UserError(f"ggml export: weights do not match Whisper's layout "
                         f"(unexpected {extra[:3]}, missing {missing[:3]})")
     for name in names:
-        data = state[name].detach().to("cpu", torch.float32).numpy()
+        data = state[name].make().to(torch.float32).numpy()  # made one at a time: no second model
         if name in CONV_BIASES:
             data = data.reshape(data.shape[0], 1)
         keep_f32 = ftype == "f32" or data.ndim < 2 or name in F32_IN_F16

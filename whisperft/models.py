@@ -12,13 +12,18 @@ timestamp tokens, a feature extractor and a complete generation config.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import json
 import os
+import pickle
 import shutil
 import struct
 import sys
 import tempfile
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -593,50 +598,88 @@ def base_model(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def plain_state_dict(model, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """The model's Hugging Face-named weights on the CPU (in `dtype`), LoRA adapters merged.
+@dataclass(frozen=True)
+class LazyTensor:
+    """A tensor made only when it is written. Its shape and dtype are known ahead, so a file can be
+    laid out first and its tensors made, written and dropped one at a time (`atomic_torch_save`)."""
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    make: Callable[[], torch.Tensor]
 
-    The merge (W + scaling * B @ A) is done one layer at a time on the way to the CPU copy that
-    saving needs anyway, so a checkpoint of a LoRA run holds no second model on the training
-    device and leaves the trained weights untouched (merging in place and back is not
-    bit-exact, and resume must be).
-    """
-    def cpu(t: torch.Tensor) -> torch.Tensor:
-        return t.detach().to("cpu", dtype or t.dtype)
 
-    whisper = base_model(model)
-    if whisper is model:
-        return {k: cpu(v) for k, v in model.state_dict().items()}
-    from peft.tuners.lora import LoraLayer
+def _on_cpu(tensor: torch.Tensor, dtype: torch.dtype | None = None) -> LazyTensor:
+    dtype = dtype or tensor.dtype
+    return LazyTensor(tuple(tensor.shape), dtype, lambda: tensor.detach().to("cpu", dtype))
 
-    adapted = {f"{name}.base_layer.weight": module for name, module in whisper.named_modules()
-               if isinstance(module, LoraLayer)}
-    out = {}
+
+def _unmerged_adapters(module, key: str) -> list[str]:
+    """The active LoRA adapters of `module` not yet folded into its base weight."""
+    names = [a for a in module.active_adapters if a not in module.merged_adapters]
+    for adapter in names:
+        if adapter not in module.lora_A and adapter not in getattr(module, "lora_embedding_A", {}):
+            raise ValueError(f"{key}: LoRA adapter {adapter!r} of a kind this merge does not know")
+    return names
+
+
+def _merged(module, weight: torch.Tensor, adapters: list[str], dtype: torch.dtype) -> torch.Tensor:
+    """W + scaling * B @ A for one layer, made on the CPU from CPU copies: the training device
+    holds nothing more, the CPU one layer's copy."""
     with torch.no_grad():
-        for key, tensor in whisper.state_dict().items():
-            if ".lora_" in key:
-                continue
-            module = adapted.get(key)
-            if module is not None:
-                merged = tensor.detach().float()
-                for adapter in module.active_adapters:
-                    if adapter in module.merged_adapters:  # already in the base weight
-                        continue
-                    if adapter not in module.lora_A and adapter not in getattr(module, "lora_embedding_A", {}):
-                        raise ValueError(f"{key}: LoRA adapter {adapter!r} of a kind this merge does not know")
-                    merged = merged + module.get_delta_weight(adapter).float()
-                out[key.replace(".base_layer.", ".")] = merged.to("cpu", dtype or tensor.dtype)
-                del merged
-            else:
-                out[key.replace(".base_layer.", ".")] = cpu(tensor)
+        merged = weight.detach().to("cpu", torch.float32, copy=True)
+        for adapter in adapters:
+            if adapter in module.lora_A and not module.use_dora.get(adapter, False):
+                a = module.lora_A[adapter].weight.detach().to("cpu", torch.float32)
+                b = module.lora_B[adapter].weight.detach().to("cpu", torch.float32)
+                if module.fan_in_fan_out:
+                    a, b = b.T, a.T
+                merged.addmm_(b, a, alpha=module.scaling[adapter])
+            else:  # other adapter kinds: peft's own delta, on the training device
+                merged += module.get_delta_weight(adapter).to("cpu", torch.float32)
+        return merged.to(dtype)
+
+
+def plain_state(model, dtype: torch.dtype | None = None) -> dict[str, LazyTensor]:
+    """The model's Hugging Face-named weights as CPU tensors (in `dtype`), LoRA adapters merged,
+    each made when asked for.
+
+    A merged weight (W + scaling * B @ A) is made one layer at a time on the way to the CPU, so
+    saving a LoRA model holds no second model on the training device (nor, written through
+    `atomic_torch_save`, on the CPU) and leaves the trained weights untouched (merging in place
+    and back is not bit-exact, and resume must be).
+    """
+    whisper = base_model(model)
+    adapted = {}
+    if whisper is not model:
+        from peft.tuners.lora import LoraLayer
+
+        adapted = {f"{name}.base_layer.weight": module for name, module in whisper.named_modules()
+                   if isinstance(module, LoraLayer)}
+    out = {}
+    for key, tensor in whisper.state_dict().items():
+        if ".lora_" in key:
+            continue
+        name = key.replace(".base_layer.", ".")
+        module = adapted.get(key)
+        adapters = _unmerged_adapters(module, key) if module is not None else []
+        if adapters:
+            out[name] = LazyTensor(tuple(tensor.shape), dtype or tensor.dtype,
+                                   functools.partial(_merged, module, tensor, adapters, dtype or tensor.dtype))
+        else:
+            out[name] = _on_cpu(tensor, dtype)
     return out
 
 
-def hf_to_openai_state_dict(model, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+def plain_state_dict(model, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """`plain_state`, every tensor made."""
+    return {name: lazy.make() for name, lazy in plain_state(model, dtype).items()}
+
+
+def hf_to_openai_state(model, dtype: torch.dtype | None = None) -> dict[str, LazyTensor]:
+    """`plain_state` under openai-whisper's names (its `model_state_dict`)."""
     inverse_layer = {v: k for k, v in _OPENAI_LAYER.items()}
     inverse_top = {v: k for k, v in _OPENAI_TOP.items()}
     out = {}
-    for name, tensor in plain_state_dict(model, dtype).items():
+    for name, lazy in plain_state(model, dtype).items():
         if name == "proj_out.weight":
             continue  # tied to the token embedding in both libraries
         if name == "model.encoder.embed_positions.weight":
@@ -650,8 +693,13 @@ def hf_to_openai_state_dict(model, dtype: torch.dtype | None = None) -> dict[str
             else:
                 _, part, layers, i, rest = stem.split(".", 4)
                 key = f"{part}.blocks.{i}.{inverse_layer[rest]}.{leaf}"
-        out[key] = tensor.contiguous()
+        out[key] = lazy
     return out
+
+
+def hf_to_openai_state_dict(model, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """`hf_to_openai_state`, every tensor made."""
+    return {name: lazy.make().contiguous() for name, lazy in hf_to_openai_state(model, dtype).items()}
 
 
 def load_weights_only(path: str | Path) -> dict:
@@ -976,8 +1024,9 @@ def openai_dims(config) -> dict:
 
 def openai_checkpoint(bundle: WhisperBundle, dtype: torch.dtype = torch.float16) -> dict:
     """The dict openai-whisper's `load_model` reads, plus what it ignores and we need back
-    (tokenizer, generation config): a checkpoint that is complete on its own."""
-    state = hf_to_openai_state_dict(bundle.model, dtype)
+    (tokenizer, generation config): a checkpoint that is complete on its own. Its weights are
+    `LazyTensor`s, for `atomic_torch_save`."""
+    state = hf_to_openai_state(bundle.model, dtype)
     return {
         "dims": openai_dims(base_model(bundle.model).config),
         "model_state_dict": state,
@@ -989,10 +1038,107 @@ def openai_checkpoint(bundle: WhisperBundle, dtype: torch.dtype = torch.float16)
     }
 
 
+class _StorageKey(str):
+    pass
+
+
+class _StorageKeys(pickle.Unpickler):
+    """Reads the pickle of a `torch.save` file with every tensor replaced by its storage's key
+    (the `data/<key>` record that holds its bytes)."""
+
+    def persistent_load(self, pid):
+        return _StorageKey(pid[2])  # ("storage", storage type, key, location, numel)
+
+    def find_class(self, module, name):
+        if module == "torch._utils" and name.startswith("_rebuild_tensor"):
+            return lambda storage, *args: storage
+        if module in ("torch", "collections"):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"unexpected {module}.{name} in a checkpoint being written")
+
+
+def _lay_out(value, lazies: list[LazyTensor], fake):
+    """`value` with each tensor (or LazyTensor) replaced by a data-less stand-in of its shape and
+    dtype, the tensors listed in `lazies` in the order the walk meets them."""
+    if isinstance(value, (torch.Tensor, LazyTensor)):
+        lazies.append(value if isinstance(value, LazyTensor) else _on_cpu(value))
+        with fake:
+            return torch.empty(lazies[-1].shape, dtype=lazies[-1].dtype)
+    if isinstance(value, dict):
+        return type(value)((k, _lay_out(v, lazies, fake)) for k, v in value.items())
+    if type(value) in (list, tuple):
+        return type(value)(_lay_out(v, lazies, fake) for v in value)
+    return value
+
+
+def _walk_keys(value, keys: list[str]) -> None:
+    """The storage keys of `_StorageKeys`'s result, in `_lay_out`'s order."""
+    if isinstance(value, _StorageKey):
+        keys.append(value)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _walk_keys(v, keys)
+    elif type(value) in (list, tuple):
+        for v in value:
+            _walk_keys(v, keys)
+
+
+def _record_offsets(fh) -> tuple[bytes, dict[str, tuple[int, int]]]:
+    """The pickle of a torch.save zip file, and where each storage record's bytes start and how
+    many there are."""
+    fh.seek(0)
+    with zipfile.ZipFile(fh) as zf:
+        infos = zf.infolist()
+        pkl = next(i for i in infos if i.filename.endswith("/data.pkl"))
+        prefix = pkl.filename[:-len("data.pkl")] + "data/"
+        pickled = zf.read(pkl)
+    records = {}
+    for info in infos:
+        if info.filename.startswith(prefix):
+            fh.seek(info.header_offset)
+            header = fh.read(30)  # a zip local file header: fixed part, then name and extra field
+            if header[:4] != b"PK\x03\x04":
+                raise ValueError(f"no local header for {info.filename}")
+            name_len, extra_len = struct.unpack("<HH", header[26:30])
+            records[info.filename[len(prefix):]] = (info.header_offset + 30 + name_len + extra_len, info.file_size)
+    return pickled, records
+
+
 def atomic_torch_save(obj, path: str | Path) -> Path:
-    """torch.save to a temp file in the same folder, fsync, then rename over `path`."""
-    with atomic_write(path) as fh:
-        torch.save(obj, fh)
+    """`torch.save(obj)` to `path`, all or nothing (temp file, fsync, rename), holding at most one
+    tensor more than `obj` does.
+
+    The file is laid out first, without tensor data (torch's `skip_data`); then each tensor is
+    made (a `LazyTensor`: merged, cast, copied off the GPU), written into its place and dropped.
+    So neither a float16 copy of a float32 model nor a LoRA model merged for saving is ever whole
+    in memory. Like every skip_data file, its tensor records carry a zero CRC, which
+    `torch.load` does not check.
+    """
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    lazies: list[LazyTensor] = []
+    skeleton = _lay_out(obj, lazies, FakeTensorMode())
+    with atomic_write(path, "w+b") as fh:
+        with torch.serialization.skip_data(materialize_fake_tensors=True):
+            torch.save(skeleton, fh)
+        fh.flush()
+        pickled, records = _record_offsets(fh)
+        keys: list[str] = []
+        _walk_keys(_StorageKeys(io.BytesIO(pickled)).load(), keys)
+        if len(keys) != len(lazies) or set(keys) != set(records):
+            raise ValueError(f"{path}: {len(lazies)} tensors laid out, {len(records)} records written")
+        for lazy, key in zip(lazies, keys):
+            tensor = lazy.make().detach()
+            if tuple(tensor.shape) != lazy.shape or tensor.dtype != lazy.dtype:
+                raise ValueError(f"{path}: tensor {key} came out {tuple(tensor.shape)} {tensor.dtype}, "
+                                 f"laid out as {lazy.shape} {lazy.dtype}")
+            data = tensor.contiguous().reshape(-1).view(torch.uint8).numpy()
+            offset, size = records[key]
+            if data.nbytes != size:
+                raise ValueError(f"{path}: tensor {key} has {data.nbytes} bytes, its record {size}")
+            fh.seek(offset)
+            fh.write(data)
+            del tensor, data
     return Path(path)
 
 

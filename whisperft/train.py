@@ -23,6 +23,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,12 +134,27 @@ def mixed_precision(cfg: TrainConfig, device: torch.device) -> str:
     return "no"
 
 
+def _pyplot():
+    """matplotlib.pyplot (Agg), imported the first time in a thread of its own: pyparsing, which
+    matplotlib imports, keeps the frames that first import it alive for good, and the trainer's
+    would keep the model, the optimizer and the data workers with them."""
+    if "matplotlib.pyplot" not in sys.modules:
+        def load():
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot  # noqa: F401
+        thread = threading.Thread(target=load)
+        thread.start()
+        thread.join()
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def plot_loss_curve(history: list[dict], path: Path) -> None:
     """Train and validation loss against step, as a PNG (written atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     train = [(h["step"], h["loss"]) for h in history if "loss" in h]
     dev = [(h["step"], h["dev_loss"]) for h in history if "dev_loss" in h]
@@ -729,6 +745,7 @@ def _train(cfg: TrainConfig, stop: StopFlag, stop_after_steps: int | None) -> in
                 tqdm.write(f"stopped at step {step}; resume with --resume {save_dir / 'last_model.pt'}")
             break
     bar.close()
+    del batches  # its data workers stop now, not whenever this frame is collected
     if main and not (save_dir / "loss_curve.png").exists() and history:
         plot_loss_curve(history, save_dir / "loss_curve.png")
     accelerator.wait_for_everyone()
