@@ -135,6 +135,7 @@ def write_flac(path: Path, seconds: float, speech: np.ndarray) -> Path:
 
 def child_transcribe(audio: str, model: str) -> dict:
     from whisperft import transcribe as tr
+    from whisperft.transcription import TranscribeOptions
 
     marks = {}
     load = tr.load_transcriber
@@ -148,8 +149,8 @@ def child_transcribe(audio: str, model: str) -> dict:
 
     tr.load_transcriber = loaded_then_reset
     with tempfile.TemporaryDirectory() as out:
-        opts = tr.TranscribeOptions(audio_dir=audio, save_dir=out, model=model, beam_size=1, batch_size=1,
-                                    device="cpu", format="txt", overwrite=True)
+        opts = TranscribeOptions(audio_dir=audio, save_dir=out, model=model, beam_size=1, batch_size=1,
+                                 device="cpu", format="txt", overwrite=True)
         rc = tr.transcribe_dir(opts)
         text = next(Path(out).glob("*.txt")).read_text() if rc == 0 else ""
     return {"rc": rc, "peak_kb": _status_kb("VmHWM"), "rss_loaded_kb": marks["rss_loaded_kb"],
@@ -160,8 +161,9 @@ def child_features(audio: str, model: str) -> dict:
     """The transcriber's features of the file, every window once (seek moved by 30 s)."""
     from whisperft import transcribe as tr
     from whisperft.audio import N_FRAMES, load_audio
+    from whisperft.transcription import TranscribeOptions
 
-    runner = tr.load_transcriber(tr.TranscribeOptions(model=model, device="cpu"))
+    runner = tr.load_transcriber(TranscribeOptions(model=model, device="cpu"))
     loaded = _settle()
     _reset_peak()
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Packed vs one-clip-per-window training on short clips, in one run (issue 7's first "must show").
+"""Packed vs one-clip-per-window training on short clips, in one run.
 
 Data: espeak-ng readings of the demo's training sentences (demo/make_data.py: 5 voices,
 medical dictation), one clip per sentence, kept when 3-8 s long (Common Voice's range),

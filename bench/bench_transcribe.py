@@ -94,9 +94,10 @@ def corpus_wer(refs: dict[Path, str | None], hyps: dict[Path, str]) -> float | N
 def ours(model: str, beam: int, batch: int, threads: int, backend: str = "torch"):
     def load():
         from whisperft import transcribe as tr
+        from whisperft.transcription import TranscribeOptions
 
-        opts = tr.TranscribeOptions(model=model, beam_size=beam, batch_size=batch, backend=backend,
-                                    device="cpu", threads=threads)
+        opts = TranscribeOptions(model=model, beam_size=beam, batch_size=batch, backend=backend,
+                                 device="cpu", threads=threads)
         runner = tr.load_transcriber(opts)
 
         def run(paths, audios):
@@ -106,7 +107,7 @@ def ours(model: str, beam: int, batch: int, threads: int, backend: str = "torch"
 
 
 def _fw_model_dir(model: str) -> str:
-    from whisperft.transcribe import ct2_model_dir
+    from whisperft.models import ct2_model_dir
 
     return str(ct2_model_dir(model))
 

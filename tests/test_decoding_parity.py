@@ -18,6 +18,9 @@ import pytest
 from conftest import load_demo_data_module, speak
 from whisperft import transcribe as tr
 from whisperft.audio import SAMPLE_RATE, load_audio
+from whisperft.decoding import TorchTranscriber
+from whisperft.models import ct2_model_dir
+from whisperft.transcription import PROMPT_RESET_TEMPERATURE, TranscribeOptions
 
 SENTENCES = load_demo_data_module().EVERYDAY_SENTENCES
 
@@ -46,7 +49,7 @@ def clips(tmp_path_factory) -> dict[str, np.ndarray]:
 def faster(tiny_en):
     """faster-whisper's WhisperModel on the CTranslate2 form of the same tiny.en."""
     faster_whisper = pytest.importorskip("faster_whisper")
-    return faster_whisper.WhisperModel(str(tr.ct2_model_dir("tiny.en")), device="cpu", compute_type="float32")
+    return faster_whisper.WhisperModel(str(ct2_model_dir("tiny.en")), device="cpu", compute_type="float32")
 
 
 class _RecordingCT2:
@@ -81,11 +84,11 @@ def decode(tiny_en, faster):
         key = (id(audio), seed, tuple(sorted(kw.items())))
         if key in memo:
             return memo[key]
-        opts = tr.TranscribeOptions(**kw)
+        opts = TranscribeOptions(**kw)
         mp = pytest.MonkeyPatch()
         temps, windows, kept = [], [], []
-        generate, add_segments = tr.TorchTranscriber._generate, tr.TorchTranscriber._add_segments
-        no_speech_probs = tr.TorchTranscriber._no_speech_probs
+        generate, add_segments = TorchTranscriber._generate, TorchTranscriber._add_segments
+        no_speech_probs = TorchTranscriber._no_speech_probs
 
         def spy_generate(self, enc, prompts, temperature):
             temps.append(temperature)
@@ -100,9 +103,9 @@ def decode(tiny_en, faster):
             kept.append(st.seek)
             return add_segments(self, st, d, size, no_speech)
 
-        mp.setattr(tr.TorchTranscriber, "_generate", spy_generate)
-        mp.setattr(tr.TorchTranscriber, "_no_speech_probs", spy_no_speech)
-        mp.setattr(tr.TorchTranscriber, "_add_segments", spy_add)
+        mp.setattr(TorchTranscriber, "_generate", spy_generate)
+        mp.setattr(TorchTranscriber, "_no_speech_probs", spy_no_speech)
+        mp.setattr(TorchTranscriber, "_add_segments", spy_add)
         recorder = _RecordingCT2(faster.model)
         mp.setattr(faster, "model", recorder)
         records = []
@@ -123,7 +126,7 @@ def decode(tiny_en, faster):
                 compression_ratio_threshold=opts.compression_ratio_threshold,
                 log_prob_threshold=opts.logprob_threshold, no_speech_threshold=opts.no_speech_threshold,
                 condition_on_previous_text=opts.condition_on_previous_text,
-                prompt_reset_on_temperature=tr.PROMPT_RESET_TEMPERATURE, vad_filter=False)
+                prompt_reset_on_temperature=PROMPT_RESET_TEMPERATURE, vad_filter=False)
             theirs = [(round(s.start, 3), round(s.end, 3), s.text, s.temperature, s.avg_logprob, list(s.tokens))
                       for s in segments]
         finally:
@@ -150,7 +153,7 @@ def test_beam_search_gives_faster_whispers_segments(decode, clips):
     """Beam 5 (the default) over two windows: the second is prompted with the first's text and
     starts at its last complete timestamp."""
     ours, theirs, temps, calls, windows, _, _ = decode(clips["long"])
-    assert tr.TranscribeOptions().beam_size == 5 and temps == [0.0, 0.0] and calls == [("beam", 5)] * 2
+    assert TranscribeOptions().beam_size == 5 and temps == [0.0, 0.0] and calls == [("beam", 5)] * 2
     assert len(windows) == 2 and len(ours) == 8
     _assert_same(ours, theirs)
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import random_bundle
-from whisperft import ggml, models
+from whisperft import conversions, ggml
 from whisperft.errors import UserError
 from whisperft.features import mel_filters
 
@@ -41,12 +41,12 @@ def test_export_parses_back(bundles, n_mels, ftype, tmp_path):
     path = ggml.save_ggml(bundle, tmp_path / "model.bin", ftype)
     got = ggml.read_ggml(path)
 
-    dims = models.openai_dims(bundle.model.config)
+    dims = conversions.openai_dims(bundle.model.config)
     assert got["hparams"] == {**dims, "ftype": {"f32": 0, "f16": 1}[ftype]}
     assert got["hparams"]["n_mels"] == n_mels
 
     # tensors: every openai-whisper weight, in its order, values as stored
-    state = models.hf_to_openai_state_dict(bundle.model)
+    state = conversions.hf_to_openai_state_dict(bundle.model)
     assert set(got["order"]) == set(state)
     assert got["order"] == ggml.openai_tensor_names(dims["n_audio_layer"], dims["n_text_layer"])
     kept_f32 = {"encoder.conv1.bias", "encoder.conv2.bias",
@@ -89,7 +89,7 @@ def test_layout_by_hand(bundles, tmp_path):
     path = ggml.save_ggml(bundle, tmp_path / "m.bin", "f16")
     raw = path.read_bytes()
     assert raw[:4] == b"lmgg"  # 0x67676d6c little-endian
-    dims = models.openai_dims(bundle.model.config)
+    dims = conversions.openai_dims(bundle.model.config)
     header = struct.unpack("<11i", raw[4:48])
     assert header == (dims["n_vocab"], dims["n_audio_ctx"], dims["n_audio_state"], dims["n_audio_head"],
                       dims["n_audio_layer"], dims["n_text_ctx"], dims["n_text_state"],
@@ -105,7 +105,7 @@ def test_layout_by_hand(bundles, tmp_path):
     assert struct.unpack("<5i", raw[pos:pos + 20]) == (2, len(name), 0, dims["n_audio_state"], dims["n_audio_ctx"])
     assert raw[pos + 20:pos + 20 + len(name)] == name
     size = pos
-    for key, t in models.hf_to_openai_state_dict(bundle.model).items():
+    for key, t in conversions.hf_to_openai_state_dict(bundle.model).items():
         f32 = t.ndim == 1 or key.endswith("positional_embedding") or key in ("encoder.conv1.bias", "encoder.conv2.bias")
         ndim = 2 if key in ("encoder.conv1.bias", "encoder.conv2.bias") else t.ndim
         size += 12 + 4 * ndim + len(key.encode()) + t.numel() * (4 if f32 else 2)
@@ -183,8 +183,8 @@ def test_lora_model_exports_merged(bundles, tmp_path):
             torch.nn.init.normal_(p, std=0.1)  # adapters start at zero: make them matter
     bundle.model = model
     got = ggml.read_ggml(ggml.save_ggml(bundle, tmp_path / "lora.bin", "f32"))
-    merged = models.hf_to_openai_state_dict(copy.deepcopy(model).merge_and_unload())
-    base = models.hf_to_openai_state_dict(bundles[80].model)
+    merged = conversions.hf_to_openai_state_dict(copy.deepcopy(model).merge_and_unload())
+    base = conversions.hf_to_openai_state_dict(bundles[80].model)
     q = "decoder.blocks.0.attn.query.weight"
     assert not np.allclose(merged[q].numpy(), base[q].numpy())
     for name, ref in merged.items():

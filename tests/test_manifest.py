@@ -1,4 +1,4 @@
-"""The JSONL manifest: relative paths, the origin's manifests, clear errors, atomic writes."""
+"""The JSONL manifest: relative paths, jumon/whisper-finetuning's manifests, clear errors, atomic writes."""
 
 import json
 import shutil

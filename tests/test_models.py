@@ -12,10 +12,13 @@ import pytest
 import torch
 
 from conftest import REPO, offline_model_available, pickle_that_creates, random_bundle
-from whisperft import models
+from whisperft import models, saving
 from whisperft.audio import load_audio
+from whisperft.conversions import LazyTensor
 from whisperft.errors import UserError
 from whisperft.features import log_mel_spectrogram, window_features
+from whisperft.offline import offline_package
+from whisperft.tokenizer import load_tokenizer
 
 FP16_EPS = 2e-3  # relative rounding of float16 weights (10-bit mantissa)
 
@@ -59,7 +62,7 @@ def test_converted_package_decodes_like_faster_whisper(name, speech_clips, tiny_
         pytest.skip(f"{name} package not installed")
     fw = pytest.importorskip("faster_whisper.feature_extractor")
     bundle = tiny_en if name == "tiny.en" else models.load_model(name)
-    folder, files = models._offline_package(name)
+    folder, files = offline_package(name)
     if len(files) > 1:  # split packages: CTranslate2 needs the whole file in one folder
         import shutil
         import tempfile
@@ -107,7 +110,7 @@ def test_offline_tokenizers_match_whisper(kind, expected):
     """The packaged tokenizer.json files give Whisper's own ids (one lost a BPE merge)."""
     if kind == "multilingual" and not offline_model_available("base"):
         pytest.skip("base package not installed")
-    tok = models.load_tokenizer(kind)
+    tok = load_tokenizer(kind)
     assert tok.encode(" the cat sat there", add_special_tokens=False) == expected
 
 
@@ -131,10 +134,10 @@ def test_ct2_roundtrip_transcribes_the_same(tiny_en, speech_clips, tmp_path):
     """CT2 package -> PyTorch -> export ct2 -> faster-whisper gives the same transcript."""
     faster_whisper = pytest.importorskip("faster_whisper")
 
-    out = models.save_ct2(tiny_en, tmp_path / "ct2", "float16")
+    out = saving.save_ct2(tiny_en, tmp_path / "ct2", "float16")
     assert (out / "preprocessor_config.json").is_file() and (out / "tokenizer.json").is_file()
     texts = []
-    for model_dir in (models._offline_package("tiny.en")[0], out):
+    for model_dir in (offline_package("tiny.en")[0], out):
         m = faster_whisper.WhisperModel(str(model_dir), device="cpu", compute_type="float32")
         segs, _ = m.transcribe(str(speech_clips[1][0]), beam_size=1, language="en")
         texts.append(" ".join(s.text.strip() for s in segs))
@@ -144,7 +147,7 @@ def test_ct2_roundtrip_transcribes_the_same(tiny_en, speech_clips, tmp_path):
 
 
 def test_ct2_int8_export_loads_back(tiny_en, tmp_path):
-    out = models.save_ct2(tiny_en, tmp_path / "int8", "int8")
+    out = saving.save_ct2(tiny_en, tmp_path / "int8", "int8")
     back = models.load_model(out)
     sa, sb = tiny_en.model.state_dict(), back.model.state_dict()
     w_a, w_b = sa["model.decoder.layers.0.fc1.weight"], sb["model.decoder.layers.0.fc1.weight"]
@@ -154,7 +157,7 @@ def test_ct2_int8_export_loads_back(tiny_en, tmp_path):
 
 
 def test_openai_roundtrip(tiny_en, speech_clips, tmp_path):
-    path = models.save_openai(tiny_en, tmp_path / "best_model.pt")
+    path = saving.save_openai(tiny_en, tmp_path / "best_model.pt")
     ckpt = torch.load(path, weights_only=True)
     assert set(ckpt) >= {"dims", "model_state_dict"} and ckpt["dims"]["n_vocab"] == 51864
     back = models.load_model(path)
@@ -177,17 +180,17 @@ def test_every_format_roundtrips_weights(n_mels, multilingual, tmp_path):
     """HF folder, openai .pt (fp32 and fp16) and CTranslate2 float32: same weights back,
     mel count kept (128-bin models like large-v3 included)."""
     bundle = random_bundle(n_mels, multilingual)
-    hf = models.load_model(models.save_hf(bundle, tmp_path / "hf"))
+    hf = models.load_model(saving.save_hf(bundle, tmp_path / "hf"))
     assert _max_diff(bundle, hf) == 0.0
     pre = json.loads((tmp_path / "hf" / "preprocessor_config.json").read_text())
     assert pre["feature_size"] == n_mels
-    pt32 = models.load_model(models.save_openai(bundle, tmp_path / "m32.pt", torch.float32))
+    pt32 = models.load_model(saving.save_openai(bundle, tmp_path / "m32.pt", torch.float32))
     assert _max_diff(bundle, pt32) == 0.0
-    pt16 = models.load_model(models.save_openai(bundle, tmp_path / "m16.pt"))
+    pt16 = models.load_model(saving.save_openai(bundle, tmp_path / "m16.pt"))
     sa, sb = bundle.model.state_dict(), pt16.model.state_dict()
     for k in sa:
         assert torch.allclose(sa[k], sb[k], rtol=FP16_EPS, atol=1e-4), k
-    ct2 = models.load_model(models.save_ct2(bundle, tmp_path / "ct2", "float32"))
+    ct2 = models.load_model(saving.save_ct2(bundle, tmp_path / "ct2", "float32"))
     assert _max_diff(bundle, ct2) == 0.0
     for b in (hf, pt32, ct2):
         assert b.n_mels == n_mels and b.is_multilingual == multilingual
@@ -202,8 +205,8 @@ def test_streamed_save_writes_what_torch_save_would(tmp_path):
     obj = {"dims": {"n_mels": 80}, "names": ["a", "b"], "config": "{}",
            "state": {"w": torch.randn(7, 5), "h": torch.randn(3, 4).half(), "b": torch.randn(6).bfloat16(),
                      "step": torch.tensor(3), "t": torch.randn(4, 3).t(), "flag": torch.tensor([True, False])},
-           "rng": (3, (1, 2), None), "lazy": models.LazyTensor((2, 2), torch.float16, lambda: torch.ones(2, 2).half())}
-    models.atomic_torch_save(obj, tmp_path / "x.pt")
+           "rng": (3, (1, 2), None), "lazy": LazyTensor((2, 2), torch.float16, lambda: torch.ones(2, 2).half())}
+    saving.atomic_torch_save(obj, tmp_path / "x.pt")
     back = torch.load(tmp_path / "x.pt", weights_only=True)
     assert back["dims"] == obj["dims"] and back["names"] == obj["names"] and back["rng"] == obj["rng"]
     for key, tensor in obj["state"].items():
@@ -229,8 +232,8 @@ def test_streamed_save_holds_one_made_tensor_at_a_time(tmp_path):
             return tensor
         return made
 
-    state = {f"w{i}": models.LazyTensor((64, 64), torch.float32, make(i)) for i in range(5)}
-    models.atomic_torch_save({"model_state_dict": state}, tmp_path / "x.pt")
+    state = {f"w{i}": LazyTensor((64, 64), torch.float32, make(i)) for i in range(5)}
+    saving.atomic_torch_save({"model_state_dict": state}, tmp_path / "x.pt")
     back = torch.load(tmp_path / "x.pt", weights_only=True)["model_state_dict"]
     assert len(alive) == 5 and all(torch.all(back[f"w{i}"] == i) for i in range(5))
 
@@ -249,7 +252,7 @@ def test_lora_checkpoint_is_the_merged_model_and_leaves_the_adapter_alone(tmp_pa
     before = {k: v.clone() for k, v in model.state_dict().items()}
     lora = copy.copy(bundle)
     lora.model = model
-    saved = models.load_model(models.save_openai(lora, tmp_path / "lora.pt", torch.float32))
+    saved = models.load_model(saving.save_openai(lora, tmp_path / "lora.pt", torch.float32))
     merged = copy.deepcopy(model).merge_and_unload()
     sa, sb = saved.model.state_dict(), merged.state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -289,7 +292,7 @@ def test_hub_name_offline_says_what_to_install(monkeypatch):
 
 def test_nonexistent_spec_names_map_to_real_models(monkeypatch, capsys):
     seen = []
-    monkeypatch.setattr(models, "_offline_package", lambda name: seen.append(name) or None)
+    monkeypatch.setattr(models, "offline_package", lambda name: seen.append(name) or None)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UserError):
         models.load_model("small-v3")

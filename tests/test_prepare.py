@@ -236,7 +236,8 @@ def test_spec_command_as_written_on_tts_speech(tmp_path, speech_clips, monkeypat
     """README step 1's arguments, verbatim (relative paths, the real tokenizer), on a recording of
     espeak-ng sentences with exact SRT times. (The create_data.py shim is run by the --help test.)"""
     from whisperft.audio import load_audio
-    from whisperft.subtitles import Cue, write_subtitles
+    from whisperft.subtitles import Cue
+    from whisperft.writers import write_subtitles
 
     monkeypatch.undo()  # the real tokenizer
     monkeypatch.chdir(tmp_path)

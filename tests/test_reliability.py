@@ -1,4 +1,4 @@
-"""Reliability and safety (issue 8): bad input gets a clear error, interruptions lose nothing,
+"""Reliability and safety: bad input gets a clear error, interruptions lose nothing,
 untrusted files cannot run code.
 
   - malformed inputs: one folder of hand-made bad files through `create_data.py` as a user runs
@@ -343,12 +343,12 @@ def training(tmp_path_factory):
 
     from conftest import random_bundle
     from test_train import make_data
-    from whisperft import models
+    from whisperft import saving
     from whisperft.train import TrainConfig, train
 
     root = tmp_path_factory.mktemp("interrupt")
     model = root / "tiny.pt"
-    models.save_openai(random_bundle(), model, torch.float32)
+    saving.save_openai(random_bundle(), model, torch.float32)
     data = make_data(root, 6)
     # In-process, on one thread as the CLI runs below (OMP_NUM_THREADS=1): the same float sums.
     threads = torch.get_num_threads()
@@ -469,11 +469,11 @@ def test_kill_9_while_saving_leaves_the_old_or_the_new_checkpoint(tmp_path, mome
     """SIGKILL at each moment of a save: last_model.pt is the old file or the new one, whole."""
     import torch
 
-    from whisperft import models
+    from whisperft import saving
 
     path = tmp_path / "last_model.pt"
     old, new = {"step": torch.tensor(1), "w": torch.zeros(1000)}, {"step": torch.tensor(2), "w": torch.ones(1000)}
-    models.atomic_torch_save(old, path)
+    saving.atomic_torch_save(old, path)
     pid = os.fork()
     if pid == 0:  # the child saves and is killed part-way; it never returns to pytest
         try:
@@ -496,7 +496,7 @@ def test_kill_9_while_saving_leaves_the_old_or_the_new_checkpoint(tmp_path, mome
                     real_replace(*a)
                     die()
                 os.replace = replace
-            models.atomic_torch_save(new, path)
+            saving.atomic_torch_save(new, path)
         finally:
             os._exit(3)  # not reached: the kill comes first
     _, status = os.waitpid(pid, 0)
@@ -642,7 +642,7 @@ def test_manifest_paths_stay_inside_the_manifest_folder(tmp_path):
             with pytest.raises(UserError) as err:
                 read(record)
             assert str(err.value).startswith(f"{manifest}: line 1: '{key}' ") and "outside" in str(err.value)
-    # Absolute paths are the user's own (the origin project wrote them): taken as written.
+    # Absolute paths are the user's own (jumon/whisper-finetuning writes them): taken as written.
     assert read({"audio_path": "/srv/audio/a.wav"}).audio_path == "/srv/audio/a.wav"
     with pytest.raises(UserError, match="NUL"):
         read({"audio_path": "a.wav\u0000.npy"})

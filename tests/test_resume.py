@@ -22,7 +22,8 @@ from test_reliability import (ENV, EVAL_STEPS, STEPS, TRAIN_FLAGS, check_only_wh
 from test_train import make_data
 from whisperft import TrainConfig, load_model
 from whisperft import fine_tune as train
-from whisperft.models import save_ct2, save_hf, save_openai, trainable_names
+from whisperft.models import trainable_names
+from whisperft.saving import save_ct2, save_hf, save_openai
 
 
 def state_of(path: Path) -> dict:
@@ -252,7 +253,7 @@ def test_sigterm_while_building_the_encoder_cache_leaves_no_temp_file(training, 
 
 def test_a_stop_on_a_step_with_a_bad_loss_still_stops_and_saves(training, tmp_path, monkeypatch):
     """Step 3's loss is NaN and the stop comes at step 3: the run stops there, resumable."""
-    from whisperft.train import TargetLoss
+    from whisperft.evaluation import TargetLoss
 
     root, model, data, _ = training
     forward, calls = TargetLoss.forward, []
@@ -339,10 +340,10 @@ def test_resume_with_dropout_on_cpu_is_exact(tmp_path):
     pytest.importorskip("peft")
     from conftest import random_bundle
     from test_train import whole_and_resumed
-    from whisperft import models
+    from whisperft import saving
 
     model = tmp_path / "random.pt"
-    models.save_openai(random_bundle(), model, torch.float32)
+    saving.save_openai(random_bundle(), model, torch.float32)
     out_a, out_b, la, lb = whole_and_resumed(tmp_path, model, lora_rank=4, lora_dropout=0.1, eval_steps=3,
                                              lr=1e-2)
     assert len(la) == 6 and la == lb

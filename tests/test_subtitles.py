@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from whisperft.errors import UserError
-from whisperft.subtitles import (Cue, SubtitleError, SubtitleWarning, format_timestamp, parse_srt, parse_vtt,
-                                 read_subtitles, read_text, to_srt, to_vtt, write_subtitles)
+from whisperft.subtitles import Cue, SubtitleError, SubtitleWarning, parse_srt, parse_vtt, read_subtitles, read_text
+from whisperft.writers import format_timestamp, to_srt, to_vtt, write_subtitles
 
 SRT = """\
 1

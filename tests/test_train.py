@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import REPO, random_bundle
-from whisperft import models
+from whisperft import models, saving
 from whisperft.data import BucketBatchSampler
 from whisperft.manifest import Record, write_manifest
 from whisperft.tokens import IGNORE_INDEX, TokenLayout
@@ -42,7 +42,7 @@ def make_data(root, n: int = 12, n_mels: int = 80, seed: int = 0, name: str = "t
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "random.pt"
-    models.save_openai(random_bundle(), path, torch.float32)
+    saving.save_openai(random_bundle(), path, torch.float32)
     return path
 
 
@@ -88,7 +88,7 @@ def test_layout_masks_prompt_and_sot():
 
 def test_target_loss_equals_transformers_loss_and_gradients():
     """The loss that projects only target positions is transformers' loss, value and gradients."""
-    from whisperft.train import TargetLoss
+    from whisperft.evaluation import TargetLoss
 
     b = random_bundle()
     layout = TokenLayout(b.tokenizer, multilingual=False)
@@ -195,7 +195,7 @@ def test_train_only_decoder_freezes_encoder(tmp_path, tiny_model):
 
 
 def test_cli_quick_run(tmp_path, tiny_model):
-    """run_finetuning.py as a user types it, with the spec's quick-test flags."""
+    """run_finetuning.py as a user types it, with the README's quick-test flags."""
     train_json = make_data(tmp_path)
     run = subprocess.run(
         [sys.executable, "run_finetuning.py", "--train-json", str(train_json), "--dev-json", str(train_json),

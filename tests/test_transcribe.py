@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,13 @@ import pytest
 
 from conftest import REPO, load_demo_data_module, speak
 from whisperft import transcribe as tr
-from whisperft.audio import SAMPLE_RATE, load_audio, save_wav
+from whisperft.audio import SAMPLE_RATE, AudioError, load_audio, save_wav, stream_audio
+from whisperft.ct2_backend import CT2Transcriber
+from whisperft.decoding import INPUT_STRIDE, TorchTranscriber, _Decode, _FileState, compression_ratio
 from whisperft.errors import UserError
 from whisperft.subtitles import read_subtitles
+from whisperft.tokens import language_code
+from whisperft.transcription import COMPRESSION_RATIO_THRESHOLD, TranscribeOptions, check_language, Stopped
 
 # Sentences tiny.en hears well from espeak-ng at 150 words/min; eight of them with 0.5 s pauses
 # make ~37 s, so the seventh sentence straddles the 30 s window edge and seeking is exercised.
@@ -96,18 +101,18 @@ def test_backends_and_faster_whisper_give_the_same_text(cli_run, long_clip):
     """Greedy: our decoder (batched with another file in the CLI run), --backend ct2 and
     faster-whisper called directly agree on every segment's text and times."""
     faster_whisper = pytest.importorskip("faster_whisper")
-    from whisperft.models import _offline_package
+    from whisperft.offline import offline_package
 
     _, _, save_dir = cli_run
     path = long_clip[0]
     ours = [(round(c.start, 2), round(c.end, 2), c.text) for c in read_subtitles(save_dir / "long.srt")]
 
-    opts = tr.TranscribeOptions(model="tiny.en", beam_size=1, batch_size=1, device="cpu")
-    ct2 = tr.CT2Transcriber.load(opts)
+    opts = TranscribeOptions(model="tiny.en", beam_size=1, batch_size=1, device="cpu")
+    ct2 = CT2Transcriber.load(opts)
     via_backend = [(round(s.start, 2), round(s.end, 2), s.text.strip())
                    for s in tr.transcribe_file(ct2.model, path, opts)]
 
-    model = faster_whisper.WhisperModel(str(_offline_package("tiny.en")[0]), device="cpu",
+    model = faster_whisper.WhisperModel(str(offline_package("tiny.en")[0]), device="cpu",
                                         compute_type="float32")
     segments, _ = model.transcribe(str(path), beam_size=1, language="en")
     direct = [(round(s.start, 2), round(s.end, 2), s.text.strip()) for s in segments]
@@ -124,7 +129,7 @@ def test_rerun_skips_finished_files(cli_run, tmp_path, capfd):
     out = tmp_path / "out"
     shutil.copytree(save_dir, out)
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    opts = tr.TranscribeOptions(audio_dir=str(audio), save_dir=str(out), model="no-such-model")
+    opts = TranscribeOptions(audio_dir=str(audio), save_dir=str(out), model="no-such-model")
     assert tr.transcribe_dir(opts) == 0  # no model is loaded: nothing is left to do
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
     assert "0 file(s), 2 already done, 0 failed" in capfd.readouterr().err
@@ -134,9 +139,9 @@ def test_rerun_skips_finished_files(cli_run, tmp_path, capfd):
 def test_training_checkpoint_is_accepted_by_both_backends(cli_run, tiny_en, speech_clips, tmp_path, capfd):
     """best_model.pt (openai-whisper format, what training writes) works as --model, and
     --backend ct2 converts it once into the cache; both transcribe as tiny.en did."""
-    from whisperft import models
+    from whisperft import models, saving
 
-    checkpoint = models.save_openai(tiny_en, tmp_path / "best_model.pt")  # float16, as training saves
+    checkpoint = saving.save_openai(tiny_en, tmp_path / "best_model.pt")  # float16, as training saves
     clip, text = speech_clips[1]
     audio_dir = tmp_path / "audio"
     audio_dir.mkdir()
@@ -146,18 +151,18 @@ def test_training_checkpoint_is_accepted_by_both_backends(cli_run, tiny_en, spee
     texts = {}
     for backend in ("torch", "ct2"):
         out = tmp_path / backend
-        opts = tr.TranscribeOptions(audio_dir=str(audio_dir), save_dir=str(out), model=str(checkpoint),
-                                    backend=backend, beam_size=1, format="all", device="cpu")
+        opts = TranscribeOptions(audio_dir=str(audio_dir), save_dir=str(out), model=str(checkpoint),
+                                 backend=backend, beam_size=1, format="all", device="cpu")
         assert tr.transcribe_dir(opts) == 0
         assert {p.suffix for p in out.iterdir()} == {".srt", ".vtt", ".txt", ".json"}
         texts[backend] = " ".join((out / "clip.txt").read_text().split())
     assert texts["torch"] == texts["ct2"] == " ".join(c.text for c in reference)
     assert wer(text, texts["torch"]) <= 0.25  # one short clip: tiny.en may miss a word
 
-    converted = tr.ct2_model_dir(str(checkpoint))
+    converted = models.ct2_model_dir(str(checkpoint))
     assert converted.is_relative_to(models.cache_dir())
     capfd.readouterr()
-    assert tr.ct2_model_dir(str(checkpoint)) == converted
+    assert models.ct2_model_dir(str(checkpoint)) == converted
     assert "converting" not in capfd.readouterr().err  # cached: converted once
 
 
@@ -168,8 +173,8 @@ def test_long_file_read_window_by_window_gives_the_whole_file_features_transcrip
     from whisperft import features
 
     path = long_clip[0]
-    opts = tr.TranscribeOptions(beam_size=1)
-    runner = tr.TorchTranscriber(tiny_en, opts)
+    opts = TranscribeOptions(beam_size=1)
+    runner = TorchTranscriber(tiny_en, opts)
     streamed = runner.open_audio(path)
     assert streamed.whole is None  # > 30 s: never computed whole
     audio = load_audio(path)
@@ -197,13 +202,13 @@ def test_file_that_shrinks_between_its_two_readings_is_given_up(tmp_path):
     path = tmp_path / "a.wav"
     rng = np.random.default_rng(0)
     save_wav(path, 0.1 * rng.standard_normal(70 * SAMPLE_RATE).astype(np.float32))
-    lm = LongLogMel(lambda: tr.stream_audio(path), 80, source=str(path))
+    lm = LongLogMel(lambda: stream_audio(path), 80, source=str(path))
     save_wav(path, 0.1 * rng.standard_normal(40 * SAMPLE_RATE).astype(np.float32))
-    first, second = tr._FileState("a", lm, 70.0, "en"), tr._FileState("b", lm, 70.0, "en", seek=5000)
-    finished = tr.deque()
-    assert tr.TorchTranscriber._ready([first, second], finished) == [first]
+    first, second = _FileState("a", lm, 70.0, "en"), _FileState("b", lm, 70.0, "en", seek=5000)
+    finished = deque()
+    assert TorchTranscriber._ready([first, second], finished) == [first]
     ((key, error),) = finished
-    assert key == "b" and isinstance(error, tr.AudioError) and "ended early" in str(error)
+    assert key == "b" and isinstance(error, AudioError) and "ended early" in str(error)
 
 
 class _EndlessCT2:
@@ -233,9 +238,9 @@ class _EndlessCT2:
 
 def test_ct2_interrupted_drops_queued_files_and_stops_those_under_way():
     """Ctrl-C while --backend ct2 waits: the files queued are not decoded, and the `batch_size`
-    being decoded stop at their next window (they used to be all finished first)."""
+    being decoded stop at their next window rather than being finished first."""
     model = _EndlessCT2()
-    runner = tr.CT2Transcriber(model, tr.TranscribeOptions(batch_size=2))
+    runner = CT2Transcriber(model, TranscribeOptions(batch_size=2))
 
     def items():
         for k in range(3):
@@ -258,7 +263,7 @@ def test_prefetch_left_early_drops_queued_files_and_stops_the_one_being_read():
         for _ in range(1000):  # reading a long file, a chunk at a time
             if stop.wait(0.005):
                 stopped.append(path.name)
-                raise tr._Stopped
+                raise Stopped
         return path.name
 
     jobs = [tr._Job(Path(f"{i}.wav"), []) for i in range(6)]
@@ -280,7 +285,7 @@ class _Tokenizer:
 
 def _splitter(timestamp_begin: int = 1000, eot: int = 999):
     """A TorchTranscriber with just what `_add_segments` uses."""
-    t = tr.TorchTranscriber.__new__(tr.TorchTranscriber)
+    t = TorchTranscriber.__new__(TorchTranscriber)
     t.timestamp_begin, t.eot = timestamp_begin, eot
     t.bundle = type("B", (), {"tokenizer": _Tokenizer()})()
     return t
@@ -289,7 +294,7 @@ def _splitter(timestamp_begin: int = 1000, eot: int = 999):
 def _state(seek: int = 0, duration: float = 100.0):
     import torch
 
-    return tr._FileState("k", torch.zeros(80, int(duration * 100)), duration, "en", seek=seek)
+    return _FileState("k", torch.zeros(80, int(duration * 100)), duration, "en", seek=seek)
 
 
 def test_window_ending_mid_segment_seeks_to_its_last_complete_timestamp():
@@ -297,9 +302,9 @@ def test_window_ending_mid_segment_seeks_to_its_last_complete_timestamp():
     st = _state(seek=500)  # window starts at 5.00 s
     # <|0.00|> 1 2 <|1.00|><|1.50|> 3 <|2.50|><|3.00|> 4 5 (unfinished)
     tokens = [tb, 1, 2, tb + 50, tb + 75, 3, tb + 125, tb + 150, 4, 5]
-    t._add_segments(st, tr._Decode(tokens, -0.1), 3000, 0.01)
+    t._add_segments(st, _Decode(tokens, -0.1), 3000, 0.01)
     assert [(s.start, s.end, s.text) for s in st.segments] == [(5.0, 6.0, " w1 w2"), (6.5, 7.5, " w3")]
-    assert st.seek == 500 + 125 * tr.INPUT_STRIDE  # to <|2.50|>: the unfinished segment is redone
+    assert st.seek == 500 + 125 * INPUT_STRIDE  # to <|2.50|>: the unfinished segment is redone
     # Invariant: the prompt gets exactly the tokens of the segments kept.
     assert st.all_tokens == tokens[:7]
 
@@ -308,7 +313,7 @@ def test_window_ending_in_one_timestamp_is_consumed_whole():
     t, tb = _splitter(), 1000
     st = _state()
     tokens = [tb, 1, tb + 100, tb + 100, 2, tb + 200]  # ... 2 <|4.00|> then end: no more speech
-    t._add_segments(st, tr._Decode(tokens, -0.1), 3000, 0.01)
+    t._add_segments(st, _Decode(tokens, -0.1), 3000, 0.01)
     assert [(s.start, s.end) for s in st.segments] == [(0.0, 2.0), (2.0, 4.0)]
     assert st.seek == 3000
 
@@ -316,7 +321,7 @@ def test_window_ending_in_one_timestamp_is_consumed_whole():
 def test_window_without_timestamp_pairs_is_one_segment_clipped_to_the_audio():
     t, tb = _splitter(), 1000
     st = _state(seek=0, duration=11.5)
-    t._add_segments(st, tr._Decode([tb, 1, 2], -0.1), 1200, 0.01)
+    t._add_segments(st, _Decode([tb, 1, 2], -0.1), 1200, 0.01)
     assert [(s.start, s.end) for s in st.segments] == [(0.0, 11.5)]
     assert st.seek == 1200
 
@@ -324,32 +329,32 @@ def test_window_without_timestamp_pairs_is_one_segment_clipped_to_the_audio():
 def test_empty_and_zero_length_segments_are_dropped():
     t, tb = _splitter(), 1000
     st = _state()
-    t._add_segments(st, tr._Decode([tb + 10, tb + 10, tb + 10, 7, tb + 20], -0.1), 3000, 0.01)
+    t._add_segments(st, _Decode([tb + 10, tb + 10, tb + 10, 7, tb + 20], -0.1), 3000, 0.01)
     assert [s.text for s in st.segments] == [" w7"]
     assert st.all_tokens == [tb + 10, 7, tb + 20]
 
 
 def test_options_and_language_names():
-    assert tr.TranscribeOptions().temperatures() == (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-    assert tr.TranscribeOptions(temperature_increment=0).temperatures() == (0.0,)
-    assert tr.language_code("Spanish") == "es" and tr.language_code("en") == "en"
-    assert tr.language_code(None) is None
+    assert TranscribeOptions().temperatures() == (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    assert TranscribeOptions(temperature_increment=0).temperatures() == (0.0,)
+    assert language_code("Spanish") == "es" and language_code("en") == "en"
+    assert language_code(None) is None
     with pytest.raises(UserError, match="unknown language"):
-        tr.language_code("Klingon")
+        language_code("Klingon")
     with pytest.raises(UserError, match="cannot translate"):
-        tr._check_language(None, "translate", False, "tiny.en")
-    assert tr.compression_ratio("la " * 200) > tr.COMPRESSION_RATIO_THRESHOLD
-    assert tr.compression_ratio("The quick brown fox jumps over the lazy dog.") < tr.COMPRESSION_RATIO_THRESHOLD
+        check_language(None, "translate", False, "tiny.en")
+    assert compression_ratio("la " * 200) > COMPRESSION_RATIO_THRESHOLD
+    assert compression_ratio("The quick brown fox jumps over the lazy dog.") < COMPRESSION_RATIO_THRESHOLD
 
 
 def test_missing_folder_and_colliding_names(tmp_path):
     with pytest.raises(UserError, match="no such folder"):
-        tr.transcribe_dir(tr.TranscribeOptions(audio_dir=str(tmp_path / "nope"), save_dir=str(tmp_path)))
+        tr.transcribe_dir(TranscribeOptions(audio_dir=str(tmp_path / "nope"), save_dir=str(tmp_path)))
     (tmp_path / "a").mkdir()
     with pytest.raises(UserError, match="no audio files"):
-        tr.transcribe_dir(tr.TranscribeOptions(audio_dir=str(tmp_path / "a"), save_dir=str(tmp_path / "o")))
+        tr.transcribe_dir(TranscribeOptions(audio_dir=str(tmp_path / "a"), save_dir=str(tmp_path / "o")))
     for name in ("x.wav", "x.mp3"):
         (tmp_path / "a" / name).write_bytes(b"")
-    todo, done, problems = tr._plan(tr.TranscribeOptions(audio_dir=str(tmp_path / "a"),
-                                                         save_dir=str(tmp_path / "o")))
+    todo, done, problems = tr._plan(TranscribeOptions(audio_dir=str(tmp_path / "a"),
+                                                      save_dir=str(tmp_path / "o")))
     assert len(todo) == 1 and len(problems) == 1 and "would overwrite" in problems[0]

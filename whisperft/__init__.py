@@ -1,12 +1,13 @@
 """whisperft: fine-tune OpenAI Whisper on your own audio and time-aligned transcripts.
 
 The library's entry points, one per stage (each loaded on first use, so `import whisperft`
-and the command line start without importing torch or transformers):
+starts without importing torch or transformers):
 
     from whisperft import load_model, transcribe_file, TrainConfig, fine_tune
 
 Stage functions named like their module (`train.train`, `prepare.prepare`) are exported
 under other names: a package attribute `train` would hide the module `whisperft.train`.
+For the same reason the `export` function's module is `exporting`, not `export`.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ __version__ = "0.1.0"
 
 # public name -> (module, name there)
 _ENTRY_POINTS = {
-    "load_model": "models", "WhisperBundle": "models", "ExportOptions": "models", "export": "models",
+    "load_model": "models", "WhisperBundle": "models", "ExportOptions": "exporting", "export": "exporting",
     "PrepareOptions": "prepare", "prepare_data": ("prepare", "prepare"),
     "TrainConfig": "train", "fine_tune": ("train", "train"),
-    "TranscribeOptions": "transcribe", "transcribe_file": "transcribe", "transcribe_audio": "transcribe",
-    "transcribe_dir": "transcribe", "Segment": "transcribe", "Transcript": "transcribe",
+    "TranscribeOptions": "transcription", "transcribe_file": "transcribe", "transcribe_audio": "transcribe",
+    "transcribe_dir": "transcribe", "Segment": "transcription", "Transcript": "transcription",
     "EvaluateOptions": "metrics", "evaluate": "metrics", "score": "metrics",
     "UserError": "errors",
 }

@@ -4,33 +4,26 @@ library function; the flags are generated from the dataclass fields (see options
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
+from . import demo, exporting, metrics, prepare, train, transcribe, transcription
 from .errors import UserError
 from .options import add_dataclass_arguments, dataclass_from_args
 
-# subcommand -> (module, options dataclass, function, one-line help)
+# subcommand -> (options dataclass, function, one-line help)
 COMMANDS = {
-    "prepare": ("prepare", "PrepareOptions", "prepare",
+    "prepare": (prepare.PrepareOptions, prepare.prepare,
                 "turn audio + SRT/VTT (or clip lists) into a JSONL manifest of 30 s windows"),
-    "train": ("train", "TrainConfig", "train", "fine-tune a Whisper model on prepared manifests"),
-    "transcribe": ("transcribe", "TranscribeOptions", "transcribe_dir",
+    "train": (train.TrainConfig, train.train, "fine-tune a Whisper model on prepared manifests"),
+    "transcribe": (transcription.TranscribeOptions, transcribe.transcribe_dir,
                    "transcribe a folder of audio into SRT/VTT/TXT/JSON"),
-    "evaluate": ("metrics", "EvaluateOptions", "evaluate", "WER/CER of transcripts against references"),
-    "export": ("models", "ExportOptions", "export",
+    "evaluate": (metrics.EvaluateOptions, metrics.evaluate, "WER/CER of transcripts against references"),
+    "export": (exporting.ExportOptions, exporting.export,
                "convert a model to a Hugging Face folder, openai-whisper .pt or CTranslate2 folder"),
-    "demo": ("demo", "DemoOptions", "run_demo",
+    "demo": (demo.DemoOptions, demo.run_demo,
              "end-to-end demo: prepare, baseline, fine-tune bundled tiny.en, evaluate"),
 }
-
-
-def _load(command: str):
-    """The command's options dataclass and function (their module imported on first use)."""
-    module_name, cls_name, func_name, _ = COMMANDS[command]
-    module = importlib.import_module(f"whisperft.{module_name}")
-    return getattr(module, cls_name), getattr(module, func_name)
 
 
 def build_parser(prog: str | None = None, only: str | None = None) -> argparse.ArgumentParser:
@@ -39,15 +32,15 @@ def build_parser(prog: str | None = None, only: str | None = None) -> argparse.A
                                      description="Fine-tune OpenAI Whisper on your own audio.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, (_, _, _, help_text) in COMMANDS.items():
+    for name, (options, _, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if only is None or name == only:
-            add_dataclass_arguments(p, _load(name)[0])
+            add_dataclass_arguments(p, options)
     return parser
 
 
 def _run(command: str, args: argparse.Namespace) -> int:
-    cls, func = _load(command)
+    cls, func, _ = COMMANDS[command]
     try:
         return int(func(dataclass_from_args(cls, args)) or 0)
     except UserError as exc:
@@ -78,6 +71,6 @@ def script_main(command: str) -> None:
     """Entry point of the root scripts (create_data.py, ...): one command under its own name."""
     _console_never_raises()
     prog = os.path.basename(sys.argv[0]) or command
-    parser = argparse.ArgumentParser(prog=prog, description=COMMANDS[command][3])
-    add_dataclass_arguments(parser, _load(command)[0])
+    parser = argparse.ArgumentParser(prog=prog, description=COMMANDS[command][2])
+    add_dataclass_arguments(parser, COMMANDS[command][0])
     sys.exit(_run(command, parser.parse_args(sys.argv[1:])))

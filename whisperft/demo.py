@@ -1,4 +1,4 @@
-"""The end-to-end demo (`make demo` / `whisperft demo`): the spec's whole pipeline on the
+"""The end-to-end demo (`make demo` / `whisperft demo`): the whole pipeline on the
 bundled tiny.en and a generated domain dataset, showing that fine-tuning helped.
 
     data (demo/make_data.py: medical dictation read by espeak-ng, long recordings + SRT)
@@ -56,7 +56,8 @@ def _banner(text: str) -> None:
 
 def _transcribe_and_score(model: str, audio_dir: Path, refs: Path, out: Path, device) -> dict:
     from .metrics import EvaluateOptions, evaluate
-    from .transcribe import TranscribeOptions, transcribe_dir
+    from .transcribe import transcribe_dir
+    from .transcription import TranscribeOptions
 
     # greedy: the same decoding before and after, and 2-3x faster than beam 5 on a CPU
     transcribe_dir(TranscribeOptions(audio_dir=str(audio_dir), save_dir=str(out), model=model,

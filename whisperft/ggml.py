@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .audio import N_FFT, SAMPLE_RATE
+from .conversions import base_model, hf_to_openai_state, openai_dims
 from .errors import UserError
 
 GGML_MAGIC = 0x67676D6C
@@ -155,8 +156,6 @@ def openai_tensor_names(n_audio_layer: int, n_text_layer: int) -> list[str]:
 
 def ggml_tensors(bundle, ftype: str = "f16"):
     """(name, array as written, ggml ftype) for every tensor, in file order."""
-    from .models import base_model, hf_to_openai_state, openai_dims
-
     dims = openai_dims(base_model(bundle.model).config)
     try:
         state = hf_to_openai_state(bundle.model)
@@ -188,8 +187,6 @@ def save_ggml(bundle, path: str | Path, ftype: str = "f16") -> Path:
     ftype: "f16" (whisper.cpp's default; small tensors stay f32) or "f32" (aliases: float16,
     float32). Written to a temporary file beside `path`, then renamed over it. Returns `path`.
     """
-    from .models import openai_dims
-
     ftype_key = FTYPE_ALIASES.get(str(ftype).lower())
     if ftype_key is None:
         raise UserError(f"ggml export: unknown type {ftype!r}; choose f16 or f32")

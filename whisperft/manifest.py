@@ -15,7 +15,7 @@ Where a manifest may point (a manifest may come from someone else, with a downlo
   - a relative path must stay inside the manifest's folder tree: one that climbs out of it
     ("../../etc/passwd", "a/../../x.wav") is refused with an error naming the line and field;
   - an absolute path (or "~/...") is taken as written: that is how the user's own tools (our
-    writer, for files outside the folder; the origin project, always) name files on this
+    writer, for files outside the folder; jumon/whisper-finetuning's, always) name files on this
     machine, and such a manifest is tied to this machine anyway. Check the absolute paths of a
     manifest you did not make (`grep '"/' data.json`) before training on it;
   - symbolic links inside the folder tree are followed: whoever set the folder up put them there

@@ -7,7 +7,7 @@ Normalisers are Whisper's own: the English one for English, the basic one for ot
 (transformers ships both; the English spelling table it needs is bundled, see
 `english_spelling.LICENSE`). jiwer aligns the text and counts the errors.
 
-Two averages, as the spec prints them:
+Two averages, as `calculate_metric.py` prints them:
   unweighted = mean of the per-file rates (each file counts the same, however short);
   weighted   = corpus rate, total errors / total reference words (each word counts the same).
 """
@@ -193,7 +193,7 @@ class Report:
         return lines
 
     def summary_lines(self) -> list[str]:
-        """The spec's two average lines, then the same before normalisation (if there was one)."""
+        """The two average lines, then the same before normalisation (if there was one)."""
         lines = [f"Unweighted Average {self.metric}: {_format_rate(self.unweighted_average())}",
                  f"Weighted Average {self.metric}: {_format_rate(self.weighted_average())}"]
         if self.normalizer != "none":

@@ -23,6 +23,11 @@ def opt(default: Any = dataclasses.MISSING, help: str = "", *, flags: tuple[str,
     return dataclasses.field(default=default, metadata=meta)
 
 
+def flag(name: str) -> str:
+    """The command-line flag of an option field: `train_json` -> `--train-json`."""
+    return "--" + name.replace("_", "-")
+
+
 def _base_type(tp):
     origin = typing.get_origin(tp)
     if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
@@ -46,7 +51,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
             parser.add_argument(f.name, type=tp if tp in (int, float) else str, help=help_text,
                                 metavar=meta.get("metavar"))
             continue
-        names = ["--" + f.name.replace("_", "-"), *meta.get("flags", ())]
+        names = [flag(f.name), *meta.get("flags", ())]
         kwargs: dict[str, Any] = {"dest": f.name, "help": help_text}
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction if default else "store_true"

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .audio import SAMPLE_RATE
+from .tokens import timestamp_token
 from .windows import CHUNK_LENGTH_MS, TIMESTAMP_STEP_MS, check_timestamp_resolution
 
 PACK_GAP_MS = 500  # ms of silence between two packed clips (a pause between sentences)
@@ -106,7 +107,7 @@ def timestamp(ms: int) -> str:
     """`<|t.tt|>` for a time in ms on Whisper's 20 ms grid."""
     if ms % TIMESTAMP_STEP_MS:
         raise ValueError(f"{ms} ms is not on the {TIMESTAMP_STEP_MS} ms timestamp grid")
-    return f"<|{ms / 1000:.2f}|>"
+    return timestamp_token(ms / 1000)
 
 
 def _ceil_to(value: int, step: int) -> int:

@@ -36,7 +36,7 @@ from .packing import PACK_GAP_MS, Clip, Pack, Packer
 from .subtitles import SUBTITLE_SUFFIXES, SubtitleWarning, read_subtitles, read_text_file
 from .tokens import NO_SPACE_LANGUAGES, language_code
 from .windows import (SILENCE_SUBSAMPLED, TOO_MANY_TOKENS, Skip,
-                      check_timestamp_resolution, join_cue_lines, speech_seconds, split_into_windows)
+                      check_window_options, join_cue_lines, speech_seconds, split_into_windows)
 
 METADATA_FILES = ("metadata.csv", "metadata.jsonl")  # Hugging Face audiofolder convention
 CLIP_TEXT_COLUMNS = ("transcription", "text", "sentence")  # first one present is the text
@@ -89,7 +89,7 @@ class PrepareOptions:
 @lru_cache(maxsize=2)
 def make_token_counter(tokenizer_type: str) -> Callable[[str], int]:
     """Tokens of a plain text under the Whisper tokenizer (loaded offline when installed)."""
-    from .models import load_tokenizer
+    from .tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(tokenizer_type)
     return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
@@ -113,6 +113,24 @@ def _save_features(path: Path, audio: np.ndarray, n_mels: int) -> None:
     from .features import window_features
 
     _save_npy(path, window_features(audio, n_mels).numpy().astype(FEATURES_DTYPE))
+
+
+def _write_window(record: Record, audio: np.ndarray, folder: Path, name: str, opts: PrepareOptions,
+                  wav: bool = True) -> Record:
+    """Write one example's audio as folder/name.wav (unless `wav` is False) and, with
+    --precompute-features, its log-mel as folder/name.melN.npy; point `record` at what was
+    written (with a WAV, the audio it pointed at becomes its `source`)."""
+    if wav:
+        from .audio import save_wav
+
+        path = folder / f"{name}.wav"
+        save_wav(path, audio)
+        record.source, record.audio_path = record.audio_path, str(path)
+    if opts.precompute_features:
+        features = folder / f"{name}.mel{opts.n_mels}.npy"
+        _save_features(features, audio, opts.n_mels)
+        record.features_path, record.n_mels = str(features), opts.n_mels
+    return record
 
 
 def _read_subtitles_reporting(path: Path):
@@ -187,7 +205,7 @@ def _prepare_recordings(opts: PrepareOptions, language: str, dump_dir: Path | No
                         count_tokens: Callable[[str], int], tally: _Tally) -> list[Record]:
     from tqdm import tqdm
 
-    from .audio import load_audio, save_wav
+    from .audio import load_audio
 
     audio_dir = Path(opts.audio_dir)
     transcript_dir = Path(opts.transcript_dir or opts.audio_dir)
@@ -230,14 +248,8 @@ def _prepare_recordings(opts: PrepareOptions, language: str, dump_dir: Path | No
             if dump_dir is not None:
                 first = int(round(w.start * SAMPLE_RATE))
                 piece = audio[first:first + int(round(w.duration * SAMPLE_RATE))]
-                folder, name = dump_dir / audio_path.stem, f"{int(round(w.start * 1000))}"  # start in ms
-                wav = folder / f"{name}.wav"
-                save_wav(wav, piece)
-                record.source, record.audio_path = record.audio_path, str(wav)
-                if opts.precompute_features:
-                    features = folder / f"{name}.mel{opts.n_mels}.npy"
-                    _save_features(features, piece, opts.n_mels)
-                    record.features_path, record.n_mels = str(features), opts.n_mels
+                name = f"{int(round(w.start * 1000))}"  # start in ms
+                _write_window(record, piece, dump_dir / audio_path.stem, name, opts)
             records.append(record)
             tally.windows += 1
             tally.speech_seconds += speech_seconds(w.text)
@@ -384,10 +396,8 @@ def _prepare_clips(opts: PrepareOptions, data_file: Path, language: str, dump_di
             continue
         record = Record(audio_path=str(audio_path), text=text, language=clip_language,
                         start=0.0, duration=duration)
-        if dump_dir is not None and opts.precompute_features:
-            features = dump_dir / "clips" / f"{number:06d}_{audio_path.stem}.mel{opts.n_mels}.npy"
-            _save_features(features, audio, opts.n_mels)
-            record.features_path, record.n_mels = str(features), opts.n_mels
+        if dump_dir is not None:  # the clip is its own audio: features only
+            _write_window(record, audio, dump_dir / "clips", f"{number:06d}_{audio_path.stem}", opts, wav=False)
         records.append(record)
         tally.windows += 1
         tally.speech_seconds += duration if text else 0.0
@@ -399,24 +409,17 @@ def _prepare_clips(opts: PrepareOptions, data_file: Path, language: str, dump_di
 def _write_pack(pack: Pack, clips: list, data_file: Path, dump_dir: Path, opts: PrepareOptions,
                 tally: _Tally) -> Record:
     """Write one packed window (WAV, features, and a .json naming its clips); its record."""
-    from .audio import save_wav
     from .fileio import atomic_write_text
 
     folder, name = dump_dir / "packs", f"{tally.packs:06d}"
-    wav = folder / f"{name}.wav"
-    audio = pack.render([samples for _, _, samples in clips])
-    save_wav(wav, audio)
+    record = Record(audio_path=str(data_file), text=pack.text, language=pack.language, prompt="", start=0.0,
+                    duration=pack.duration_ms / 1000)
+    _write_window(record, pack.render([samples for _, _, samples in clips]), folder, name, opts)
     # Which clips, where: the manifest line alone cannot say (source is the clip list).
     listing = {"clip_list": str(data_file.absolute()),
                "clips": [{"line": p.clip.key, "audio": audio_name, "start": p.start_ms / 1000,
                           "end": p.end_ms / 1000} for p, audio_name, _ in clips]}
     atomic_write_text(folder / f"{name}.json", json.dumps(listing, ensure_ascii=False, indent=1) + "\n")
-    record = Record(audio_path=str(wav), text=pack.text, language=pack.language, prompt="", start=0.0,
-                    duration=pack.duration_ms / 1000, source=str(data_file))
-    if opts.precompute_features:
-        features = folder / f"{name}.mel{opts.n_mels}.npy"
-        _save_features(features, audio, opts.n_mels)
-        record.features_path, record.n_mels = str(features), opts.n_mels
     tally.packs += 1
     tally.packed_clips += len(clips)
     tally.windows += 1
@@ -461,11 +464,8 @@ def prepare(opts: PrepareOptions) -> int:
         raise UserError(f"{output} is a folder; --output must be a file")
     if output.exists() and not opts.overwrite:
         raise UserError(f"{output} already exists (add --overwrite to replace it)")
-    check_timestamp_resolution(opts.timestamp_resolution)
-    if opts.subsampling_factor_for_silence < 1:
-        raise UserError("--subsampling-factor-for-silence must be 1 or more")
-    if opts.max_prompt_length < 0 or opts.max_tokens_length < 1:
-        raise UserError("--max-prompt-length must be >= 0 and --max-tokens-length >= 1")
+    check_window_options(opts.timestamp_resolution, opts.max_prompt_length, opts.max_tokens_length,
+                         opts.subsampling_factor_for_silence)
     language = language_code(opts.language, default="en")
 
     data_file = Path(opts.data_file) if opts.data_file else None

@@ -1,4 +1,5 @@
-"""Subtitles: read and write SRT/VTT as `Cue`s, and the plain text of any transcript. No torch.
+"""Subtitles: read SRT/VTT as `Cue`s, and the plain text of any transcript (writers.py writes
+them). No torch.
 
 Parsing is done by the `srt` and `webvtt-py` libraries, which cope with what real files contain
 (BOM, CRLF, multi-line cues, SRT without a trailing blank line or with blank lines inside a cue,
@@ -23,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
-from .fileio import atomic_write_text
 
 SUBTITLE_SUFFIXES = (".srt", ".vtt")
 # The transcript formats, in order of preference: when one stem has several (transcribe
@@ -317,60 +317,3 @@ def read_text(path: str | Path) -> str:
     else:
         raise SubtitleError(f"{path}: not a transcript (expected one of {', '.join(TRANSCRIPT_SUFFIXES)})")
     return " ".join(text.split())
-
-
-# --------------------------------------------------------------------------------------------
-# Writing
-
-
-def format_timestamp(seconds: float, always_include_hours: bool = True, decimal_marker: str = ",") -> str:
-    """`3725.5` -> "01:02:05,500" (SRT); with `decimal_marker="."` the VTT form.
-
-    Hours are left out (when `always_include_hours` is False) only if zero; they may exceed 99.
-    """
-    if seconds < 0:
-        raise ValueError(f"negative timestamp {seconds}")
-    milliseconds = round(seconds * 1000.0)
-    hours, milliseconds = divmod(milliseconds, 3_600_000)
-    minutes, milliseconds = divmod(milliseconds, 60_000)
-    secs, milliseconds = divmod(milliseconds, 1000)
-    hours_marker = f"{hours:02d}:" if always_include_hours or hours > 0 else ""
-    return f"{hours_marker}{minutes:02d}:{secs:02d}{decimal_marker}{milliseconds:03d}"
-
-
-def _payload_lines(text: str) -> list[str]:
-    # A blank line would end the cue and "-->" would read as a timing line.
-    return [line.strip().replace("-->", "->") for line in text.splitlines() if line.strip()]
-
-
-def to_srt(cues: list[Cue]) -> str:
-    """SRT text of `cues`, numbered from 1."""
-    blocks = []
-    for i, cue in enumerate(cues, start=1):
-        lines = _payload_lines(cue.text)
-        blocks.append(f"{i}\n{format_timestamp(cue.start)} --> {format_timestamp(cue.end)}\n"
-                      + "".join(f"{line}\n" for line in lines))
-    return "\n".join(blocks)
-
-
-def to_vtt(cues: list[Cue]) -> str:
-    """WebVTT text of `cues` ("&", "<", ">" escaped, as cue text is markup there)."""
-    out = ["WEBVTT\n"]
-    for cue in cues:
-        lines = [html.escape(line, quote=False) for line in _payload_lines(cue.text)]
-        out.append(f"{format_timestamp(cue.start, decimal_marker='.')} --> "
-                   f"{format_timestamp(cue.end, decimal_marker='.')}\n" + "".join(f"{line}\n" for line in lines))
-    return "\n".join(out)
-
-
-def write_subtitles(path: str | Path, cues: list[Cue]) -> None:
-    """Write `cues` as SRT or VTT (from the suffix), atomically."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".srt":
-        atomic_write_text(path, to_srt(cues))
-    elif suffix == ".vtt":
-        atomic_write_text(path, to_vtt(cues))
-    else:
-        raise SubtitleError(f"{path}: cannot write subtitles as {suffix or 'a file without suffix'} "
-                            f"(use .srt or .vtt)")

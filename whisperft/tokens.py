@@ -23,7 +23,12 @@ IGNORE_INDEX = -100  # label of positions that carry no loss (PyTorch's cross-en
 # are whole sentences, so CER is scored instead of WER (Whisper's paper scores zh, ja, th, lo
 # and my by characters; yue and km share the property).
 NO_SPACE_LANGUAGES = frozenset({"zh", "yue", "ja", "th", "lo", "my", "km"})
-TIMESTAMP_RE = re.compile(r"<\|(\d+\.\d+)\|>")
+TIMESTAMP_RE = re.compile(r"<\|(\d+\.\d+)\|>")  # a timestamp token; its group is the time in seconds
+
+
+def timestamp_token(seconds: float) -> str:
+    """The text of Whisper's timestamp token for a time in seconds: `<|1.24|>`."""
+    return f"<|{seconds:.2f}|>"
 
 
 @dataclass

@@ -12,35 +12,34 @@ training data looks:
   - the prompt is the previous text of the recording (timestamps included), at most
     `max_prompt_length` tokens, the most recent kept;
   - a window whose text exceeds `max_tokens_length` tokens is skipped.
-Where this module differs from the origin (its bugs, fixed):
+Where this module differs from jumon/whisper-finetuning's windowing (its bugs, fixed):
   - a cue over 30 s, a cue that does not end after it starts (reversed or zero-length),
-    overlapping cues and cues running past the audio are skipped one by one. The origin dropped
+    overlapping cues and cues running past the audio are skipped one by one. jumon's dropped
     the whole window around them, or crashed ("Time ... is out of the segment") when a cue
     started before the end of a skipped long one. Here no window contains audio of a skipped
     cue (windows stop short before it and resume after it, so a window may be shorter than
-    30 s), and the prompt starts afresh after it (the origin kept it across a long cue);
-  - the prompt is capped at `max_prompt_length` tokens, whole cues, most recent first (the
-    origin's could exceed the cap by most of a cue);
+    30 s), and the prompt starts afresh after it (jumon's kept it across a long cue);
+  - the prompt is capped at `max_prompt_length` tokens, whole cues, most recent first (jumon's
+    could exceed the cap by most of a cue);
   - cues are sorted by start; overlaps of at most OVERLAP_TOLERANCE_MS (editors' rounding) are
     snapped rather than dropping both cues; an end up to AUDIO_END_TOLERANCE_MS past the audio
     is clamped to it;
   - audio after the last cue also yields silence windows (whole 30 s ones only, like the gaps
-    between cues), which the origin ignored;
-  - silence subsampling keeps the windows in order (the origin moved them to the end) and
+    between cues), which jumon's ignored;
+  - silence subsampling keeps the windows in order (jumon's moved them to the end) and
     counts across recordings (`silence_offset`).
 Windows overlap only where a cue crossed a window end: the next window starts at that cue.
 """
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from .errors import UserError
-from .tokens import NO_SPACE_LANGUAGES
+from .tokens import NO_SPACE_LANGUAGES, TIMESTAMP_RE, timestamp_token
 
 CHUNK_LENGTH_MS = 30_000  # the 30 s the encoder sees at once
 TIMESTAMP_STEP_MS = 20  # Whisper's timestamp tokens are 20 ms apart (<|0.00|>, <|0.02|>, ...)
@@ -54,8 +53,6 @@ OVERLAPPING_CUES = "overlapping cues"
 OUTSIDE_AUDIO = "cue outside the audio"
 TOO_MANY_TOKENS = "too many tokens"
 SILENCE_SUBSAMPLED = "silence subsampled"  # intended, not a problem
-
-_TIMESTAMP_RE = re.compile(r"<\|(\d+\.\d\d)\|>")
 
 
 @dataclass
@@ -99,6 +96,16 @@ def check_timestamp_resolution(timestamp_resolution_ms: int) -> None:
                         f"(Whisper's timestamp step), not {timestamp_resolution_ms!r}")
 
 
+def check_window_options(timestamp_resolution_ms: int, max_prompt_length: int, max_tokens_length: int,
+                         subsampling_factor_for_silence: int) -> None:
+    """Refuse window-cutting parameters that cannot work (UserError, one line naming the option)."""
+    check_timestamp_resolution(timestamp_resolution_ms)
+    if subsampling_factor_for_silence < 1:
+        raise UserError("--subsampling-factor-for-silence must be 1 or more")
+    if max_prompt_length < 0 or max_tokens_length < 1:
+        raise UserError("--max-prompt-length must be >= 0 and --max-tokens-length >= 1")
+
+
 def join_cue_lines(text: str, language: str) -> str:
     """One line from a cue's lines: joined by spaces, or for languages written without spaces
     joined directly (unless both sides are Latin letters/digits, like a split English word pair)."""
@@ -123,7 +130,7 @@ def format_seconds(ms: int) -> str:
 
 def speech_seconds(text: str) -> float:
     """Seconds covered by the complete cues (`<|a|> ... <|b|>` pairs) in a window's text."""
-    stamps = [float(t) for t in _TIMESTAMP_RE.findall(text)]
+    stamps = [float(t) for t in TIMESTAMP_RE.findall(text)]
     return sum(stamps[i + 1] - stamps[i] for i in range(0, len(stamps) - 1, 2))
 
 
@@ -200,6 +207,55 @@ def _prepare_cues(cues, audio_ms: int, language: str, normalize_unicode: bool,
     return [c for c in items if not c.reason], barriers
 
 
+def _runs(good: list[_Cue], barriers: list[tuple[int, int]], audio_ms: int) -> list[tuple[int, int, list[_Cue]]]:
+    """(start ms, end ms, good cues starting inside) of each run of usable audio between the
+    skipped cues' spans; each run starts with an empty prompt."""
+    spans, run_start = [], 0
+    for lo, hi in sorted(barriers):
+        spans.append((run_start, lo))
+        run_start = max(run_start, hi)
+    spans.append((run_start, audio_ms))
+
+    runs, cue_index = [], 0
+    for run_lo, run_hi in spans:
+        run_cues = []
+        while cue_index < len(good) and good[cue_index].start < run_hi:
+            if good[cue_index].start >= run_lo:
+                run_cues.append(good[cue_index])
+            cue_index += 1
+        runs.append((run_lo, run_hi, run_cues))
+    return runs
+
+
+def _recent_prompt(buffer: deque, max_prompt_length: int) -> str:
+    """The prompt from the previous text in `buffer`: whole cues from the end while they fit;
+    older ones can never fit again: they are dropped from `buffer`."""
+    total, keep = 0, 0
+    for node in reversed(buffer):
+        if total + node.num_tokens > max_prompt_length:
+            break
+        total += node.num_tokens
+        keep += 1
+    while len(buffer) > keep:
+        buffer.popleft()
+    return "".join(node.text for node in buffer)
+
+
+def _cue_nodes(cues: list[_Cue], seg_start: int, seg_end: int, time_token: Callable[[int, int, int], str],
+               count_tokens: Callable[[str], int]) -> list[_PromptNode]:
+    """The text of the window [seg_start, seg_end) ms, one node per cue starting in it: its
+    timestamps around its text, or its start timestamp alone when it runs past the window."""
+    nodes = []
+    for c in cues:
+        start_token = time_token(c.start, seg_start, seg_end - seg_start)
+        if c.end <= seg_end:
+            end_token = time_token(c.end, seg_start, seg_end - seg_start)
+            nodes.append(_PromptNode(start_token + c.text + end_token, count_tokens(c.text) + 2))
+        else:  # runs past the window: its text goes to the next window
+            nodes.append(_PromptNode(start_token, 1))
+    return nodes
+
+
 def split_into_windows(
     cues: Iterable,
     audio_duration: float,
@@ -220,11 +276,8 @@ def split_into_windows(
     subsampling_factor_for_silence: keep 1 in N silence windows, counting from `silence_offset`
         silence windows already seen (pass the running count to subsample across recordings).
     """
-    check_timestamp_resolution(timestamp_resolution_ms)
-    if subsampling_factor_for_silence < 1:
-        raise UserError(f"silence subsampling factor must be at least 1, not {subsampling_factor_for_silence}")
-    if max_prompt_length < 0 or max_tokens_length < 1:
-        raise UserError("max prompt length must be >= 0 and max tokens length >= 1")
+    check_window_options(timestamp_resolution_ms, max_prompt_length, max_tokens_length,
+                         subsampling_factor_for_silence)
     audio_ms = _to_ms(audio_duration)
     skips: list[Skip] = []
     good, barriers = _prepare_cues(cues, audio_ms, language, normalize_unicode, skips)
@@ -238,7 +291,7 @@ def split_into_windows(
         rounded = (2 * rel + resolution) // (2 * resolution) * resolution  # half up, in ms
         # Never past the window's end (a coarse resolution could round over it).
         rounded = min(rounded, limit // TIMESTAMP_STEP_MS * TIMESTAMP_STEP_MS)
-        return f"<|{rounded / 1000:.2f}|>"
+        return timestamp_token(rounded / 1000)
 
     def silence(start: int, end: int, prompt: str) -> None:
         nonlocal silence_seen
@@ -251,32 +304,7 @@ def split_into_windows(
                               f"{format_seconds(start)}: silence window left out (1 in "
                               f"{subsampling_factor_for_silence} kept)"))
 
-    def prompt_of(buffer: deque) -> str:
-        # Whole cues from the end while they fit; older ones can never fit again: drop them.
-        total, keep = 0, 0
-        for node in reversed(buffer):
-            if total + node.num_tokens > max_prompt_length:
-                break
-            total += node.num_tokens
-            keep += 1
-        while len(buffer) > keep:
-            buffer.popleft()
-        return "".join(node.text for node in buffer)
-
-    # Runs of usable audio between the skipped cues; each run starts with an empty prompt.
-    runs, run_start = [], 0
-    for lo, hi in sorted(barriers):
-        runs.append((run_start, lo))
-        run_start = max(run_start, hi)
-    runs.append((run_start, audio_ms))
-
-    cue_index = 0
-    for run_lo, run_hi in runs:
-        run_cues = []
-        while cue_index < len(good) and good[cue_index].start < run_hi:
-            if good[cue_index].start >= run_lo:
-                run_cues.append(good[cue_index])
-            cue_index += 1
+    for run_lo, run_hi, run_cues in _runs(good, barriers, audio_ms):
         prompt_buffer: deque[_PromptNode] = deque()
         seg_start, i = run_lo, 0
         while i < len(run_cues):
@@ -284,28 +312,21 @@ def split_into_windows(
             j = i
             while j < len(run_cues) and run_cues[j].start < seg_end:
                 j += 1
+            prompt = _recent_prompt(prompt_buffer, max_prompt_length)
             if j == i:  # nothing is said in this window
-                silence(seg_start, seg_end, prompt_of(prompt_buffer))
+                silence(seg_start, seg_end, prompt)
                 seg_start = seg_end
                 continue
-            prompt = prompt_of(prompt_buffer)
-            parts, n_tokens = [], 0
-            for c in run_cues[i:j]:
-                start_token = time_token(c.start, seg_start, seg_end - seg_start)
-                if c.end <= seg_end:
-                    end_token = time_token(c.end, seg_start, seg_end - seg_start)
-                    node = _PromptNode(start_token + c.text + end_token, count_tokens(c.text) + 2)
-                else:  # runs past the window: its text goes to the next window
-                    node = _PromptNode(start_token, 1)
-                parts.append(node.text)
-                n_tokens += node.num_tokens
-                prompt_buffer.append(node)
+            nodes = _cue_nodes(run_cues[i:j], seg_start, seg_end, time_token, count_tokens)
+            prompt_buffer.extend(nodes)
+            n_tokens = sum(node.num_tokens for node in nodes)
             if n_tokens > max_tokens_length:
                 skips.append(Skip(TOO_MANY_TOKENS, seg_start / 1000,
                                   f"{format_seconds(seg_start)}-{format_seconds(seg_end)}: window skipped "
                                   f"({TOO_MANY_TOKENS}: {n_tokens} > --max-tokens-length {max_tokens_length})"))
             else:
-                windows.append(Window(seg_start / 1000, (seg_end - seg_start) / 1000, "".join(parts), prompt))
+                text = "".join(node.text for node in nodes)
+                windows.append(Window(seg_start / 1000, (seg_end - seg_start) / 1000, text, prompt))
             last = run_cues[j - 1]
             if last.end <= seg_end:
                 seg_start, i = last.end, j
@@ -313,7 +334,7 @@ def split_into_windows(
                 seg_start, i = last.start, j - 1
         # Audio after the last cue: silence windows, full 30 s ones only (as between cues).
         while run_hi - seg_start >= CHUNK_LENGTH_MS:
-            silence(seg_start, seg_start + CHUNK_LENGTH_MS, prompt_of(prompt_buffer))
+            silence(seg_start, seg_start + CHUNK_LENGTH_MS, _recent_prompt(prompt_buffer, max_prompt_length))
             seg_start += CHUNK_LENGTH_MS
     skips.sort(key=lambda s: s.start)
     return windows, skips

@@ -1,0 +1,111 @@
+"""The CTranslate2 backend (`--backend ct2`): `CT2Transcriber` runs faster-whisper's own
+`WhisperModel.transcribe` on a CTranslate2 form of the model, several files concurrently."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .audio import SAMPLE_RATE
+from .errors import UserError
+from .tokens import language_code
+from .transcription import PROMPT_RESET_TEMPERATURE, Segment, Transcript, TranscribeOptions, check_language, Stopped
+
+
+def _ct2_compute_type(compute_type: str, device: str) -> str:
+    if compute_type == "auto":
+        return "float16" if device == "cuda" else "float32"
+    return compute_type
+
+
+class CT2Transcriber:
+    """The same job with faster-whisper: `run` decodes `batch_size` files concurrently (one
+    CTranslate2 worker each; each file is decoded exactly as `WhisperModel.transcribe` does)."""
+
+    def __init__(self, model, options: TranscribeOptions | None = None):
+        self.opts = options or TranscribeOptions()
+        self.model = model  # faster_whisper.WhisperModel
+        self.language = check_language(language_code(self.opts.language), self.opts.task,
+                                        model.model.is_multilingual, "this model")
+
+    @classmethod
+    def load(cls, options: TranscribeOptions) -> "CT2Transcriber":
+        try:
+            import ctranslate2
+            from faster_whisper import WhisperModel
+        except ImportError:
+            raise UserError("--backend ct2 needs faster-whisper: pip install 'whisperft[ct2]'") from None
+        device = options.device
+        if device in (None, "", "auto"):
+            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        device_type, _, index = device.partition(":")
+        if device_type == "mps":
+            raise UserError("--backend ct2 runs on CUDA or the CPU (CTranslate2 has no Apple GPU "
+                            "support): use --backend torch --device mps, or --device cpu")
+        from .models import ct2_model_dir
+
+        folder = ct2_model_dir(options.model)
+        workers = max(1, options.batch_size)
+        # on CPU the cores are shared among the workers, not each given them all
+        cores = options.threads if options.threads > 0 else (os.cpu_count() or 1)
+        threads = max(1, cores // workers) if device_type == "cpu" else 0
+        try:
+            model = WhisperModel(str(folder), device=device_type, device_index=int(index or 0),
+                                 compute_type=_ct2_compute_type(options.compute_type, device_type),
+                                 cpu_threads=threads, num_workers=workers, local_files_only=True)
+        except (ValueError, RuntimeError) as exc:
+            raise UserError(f"{folder}: faster-whisper cannot load it ({str(exc).splitlines()[0]})") from None
+        return cls(model, options)
+
+    def _one(self, audio: np.ndarray, stop: threading.Event | None = None) -> Transcript:
+        o = self.opts
+        segments, info = self.model.transcribe(
+            audio, language=self.language, task=o.task, beam_size=max(1, o.beam_size),
+            best_of=max(1, o.best_of), temperature=list(o.temperatures()),
+            compression_ratio_threshold=o.compression_ratio_threshold,
+            log_prob_threshold=o.logprob_threshold, no_speech_threshold=o.no_speech_threshold,
+            condition_on_previous_text=o.condition_on_previous_text,
+            prompt_reset_on_temperature=PROMPT_RESET_TEMPERATURE, initial_prompt=o.initial_prompt)
+        duration = len(audio) / SAMPLE_RATE
+        out = []
+        for s in segments:  # each one decodes a window (segments is a generator)
+            if stop is not None and stop.is_set():
+                raise Stopped
+            out.append(Segment(round(min(s.start, s.end, duration), 3), round(min(s.end, duration), 3), s.text,
+                               list(s.tokens), s.avg_logprob, s.no_speech_prob, s.temperature,
+                               s.compression_ratio))
+        return Transcript(out, info.language, duration)
+
+    def run(self, items: Iterable[tuple[object, np.ndarray | Exception]]
+            ) -> Iterator[tuple[object, Transcript | Exception]]:
+        stop = threading.Event()
+
+        def work(item):
+            key, audio = item
+            if isinstance(audio, Exception):
+                return key, audio
+            return key, self._one(audio, stop)
+
+        workers = max(1, self.opts.batch_size)
+        if workers == 1:
+            yield from map(work, items)
+            return
+        pool = ThreadPoolExecutor(max_workers=workers)
+        pending: deque = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(work, item))
+                if len(pending) >= 2 * workers:  # bounded look-ahead: audio is held in memory
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            # Ctrl-C (or a caller that stops early): the files not started are dropped and those
+            # being decoded stop at their next window, instead of all queued being finished first
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
