@@ -1,5 +1,6 @@
 """The demo pipeline end to end on a cut-down configuration: real tiny.en, real (synthetic)
-speech, create_data -> transcribe -> calculate_metric -> run_finetuning -> again."""
+speech, create_data -> transcribe -> calculate_metric -> run_finetuning -> again, and the
+evaluation page (report.html) of both models."""
 
 from __future__ import annotations
 
@@ -21,6 +22,16 @@ def test_demo_pipeline_lowers_wer(tmp_path, tiny_en):
     assert rc == 0
     assert summary["wer_after"] < summary["wer_before"] * 2 / 3  # at least a third fewer errors
     assert (out / "model" / "best_model.pt").is_file() and (out / "model" / "loss_curve.png").is_file()
+    # the evaluation page holds both models' WER, as the printed summary gives them
+    from whisperft.report import format_value
+
+    page = (out / "report.html").read_text(encoding="utf-8")
+    report = (out / "report.md").read_text(encoding="utf-8")
+    for wer in (summary["wer_before"], summary["wer_after"]):
+        assert format_value(wer, "rate") in page and format_value(wer, "rate") in report
+    for key in ("before", "after"):
+        assert summary[key]["probe_words"] is not None and summary[key]["start_error_median"] is not None
+    assert "segment start error, median" in report and "words on non-speech probes" in report
     # the fine-tuned SRTs still have sane, increasing timestamps
     from whisperft.subtitles import read_subtitles
 

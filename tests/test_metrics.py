@@ -14,6 +14,9 @@ from hypothesis import strategies as st
 
 from whisperft.errors import UserError
 from whisperft.metrics import Counts, EvaluateOptions, evaluate, get_normalizer, score
+from whisperft.subtitles import Cue
+from whisperft.transcription import Segment, Transcript
+from whisperft.writers import to_json, write_subtitles
 from whisperft.tokens import language_code
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,6 +168,8 @@ def write(folder: Path, files: dict[str, str]) -> Path:
     return folder
 
 
+UNTIMED = "n/a (needs timed references and transcripts)"
+
 SRT_REF = """1
 00:00:00,000 --> 00:00:02,000
 The cat
@@ -188,11 +193,19 @@ def test_evaluate_prints_the_spec_report(dirs, capsys):
     out, err = capsys.readouterr()
     assert code == 0
     # The English normaliser changes nothing in these lowercase pairs, so raw = normalised.
+    # Then the timing and hallucination lines: plain text has no times; 1 insertion ("k") of
+    # 16 reference words = 6.25%; only "long" has 5-grams (11 words: 7), none repeated.
     assert out.splitlines() == ["Processing 3 files...",
                                 "Unweighted Average WER: 28.33%",
                                 "Weighted Average WER: 18.75%",
                                 "Unweighted Average WER (raw): 28.33%",
-                                "Weighted Average WER (raw): 18.75%"]
+                                "Weighted Average WER (raw): 18.75%",
+                                f"Segment start error: {UNTIMED}",
+                                f"Segment end error: {UNTIMED}",
+                                "Insertion rate: 6.25% (1 inserted / 16 reference words)",
+                                "Repeated 5-gram rate: 0.00%",
+                                "Longest repeated run: 0 words",
+                                f"Words in reference silences: {UNTIMED}"]
     assert err == ""
 
 
@@ -206,7 +219,13 @@ def test_evaluate_verbose_lists_every_file(dirs, capsys):
     assert lines[2:5] == ["  long   WER   10.00%  (S=0 D=0 I=1 N=10)",
                           "  short  WER   25.00%  (S=1 D=0 I=0 N=4)",
                           "  tiny   WER   50.00%  (S=0 D=1 I=0 N=2)"]
-    assert lines[5:] == ["Unweighted Average WER: 28.33%", "Weighted Average WER: 18.75%"]
+    assert lines[5].startswith("Per file (start/end: median segment time error;")
+    assert lines[6:9] == [
+        "  long   start     n/a  end     n/a  ins  10.00%  rep5   0.00%  run 0  sil n/a",
+        "  short  start     n/a  end     n/a  ins   0.00%  rep5   0.00%  run 0  sil n/a",
+        "  tiny   start     n/a  end     n/a  ins   0.00%  rep5   0.00%  run 0  sil n/a"]
+    assert lines[9:11] == ["Unweighted Average WER: 28.33%", "Weighted Average WER: 18.75%"]
+    assert lines[11].startswith("Segment start error:")
 
 
 def test_evaluate_lists_unpaired_files_and_fails(dirs, capsys):
@@ -305,5 +324,185 @@ def test_cli_script(dirs, tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "Processing 3 files..."
-    assert lines[-2:] == ["Unweighted Average WER: 28.33%", "Weighted Average WER: 18.75%"]
+    summary = lines.index("Unweighted Average WER: 28.33%")
+    assert lines[summary + 1] == "Weighted Average WER: 18.75%"
+    assert lines[-1] == f"Words in reference silences: {UNTIMED}"
     assert json.loads(report.read_text(encoding="utf-8"))["num_files"] == 3
+
+
+# --- timing, hallucination, two runs side by side, probes ----------------------------------
+
+# a: 4 + 5 = 9 reference words, a 3 s silence (3.0-6.0) between its cues;
+# b: 2 + 2 = 4 words, cues 0.5 s apart (no silence). 13 reference words in all.
+TIMED_REFS = {
+    "a": [Cue(1.0, 3.0, "The cat sat down."), Cue(6.0, 8.0, "It was a sunny day.")],
+    "b": [Cue(0.0, 2.0, "Hello there."), Cue(2.5, 4.0, "General Kenobi.")],
+}
+
+
+@pytest.fixture
+def timed_dirs(tmp_path):
+    """SRT references; SRT transcripts with every cue 0.5 s late ("after"); JSON transcripts
+    (our writer's) on time but with a "thank you" loop in a's silence ("before")."""
+    refs, after, before = tmp_path / "refs", tmp_path / "after", tmp_path / "before"
+    for folder in (refs, after, before):
+        folder.mkdir()
+    for name, cues in TIMED_REFS.items():
+        write_subtitles(refs / f"{name}.srt", cues)
+        write_subtitles(after / f"{name}.srt", [Cue(c.start + 0.5, c.end + 0.5, c.text)
+                                                 for c in cues])
+    loop = [Segment(1.0, 3.0, "The cat sat down."),
+            Segment(3.0, 5.5, "Thank you. Thank you. Thank you. Thank you."),
+            Segment(6.0, 8.0, "It was a sunny day.")]
+    (before / "a.json").write_text(to_json(Transcript(loop, "en", 9.0)), encoding="utf-8")
+    (before / "b.json").write_text(to_json(Transcript(
+        [Segment(c.start, c.end, c.text) for c in TIMED_REFS["b"]], "en", 5.0)), encoding="utf-8")
+    return refs, after, before
+
+
+# "after": every segment 0.5 s late -> 4 start errors and 4 end errors of +0.5 s, no error in
+# the words. Words in silences: a's first segment now spans 1.5-3.5, its 4 words at 1.75,
+# 2.25, 2.75, 3.25: the last is in the 3-6 s silence -> 1. Its second ends 0.5 s after the last
+# cue: too short for a silence. b has none -> 1 in all.
+AFTER_LINES = ["Unweighted Average WER: 0.00%",
+               "Weighted Average WER: 0.00%",
+               "Unweighted Average WER (raw): 0.00%",
+               "Weighted Average WER (raw): 0.00%",
+               "Segment start error: median 0.50 s, p90 0.50 s (4 segments)",
+               "Segment end error: median 0.50 s, p90 0.50 s (4 segments)",
+               "Insertion rate: 0.00% (0 inserted / 13 reference words)",
+               "Repeated 5-gram rate: 0.00%",
+               "Longest repeated run: 0 words",
+               "Words in reference silences: 1"]
+
+
+def test_evaluate_timed_transcripts_half_a_second_late(timed_dirs, capsys):
+    refs, after, _ = timed_dirs
+    assert evaluate(EvaluateOptions(recognized_dir=str(after), transcript_dir=str(refs))) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["Processing 2 files..."] + AFTER_LINES
+    assert err == ""
+
+
+# "before": a's transcript = "the cat sat down thank you thank you thank you thank you it was a
+# sunny day" (17 words): 8 inserted of 9 -> a's WER 8/9 = 88.89%; b 0%.
+#   unweighted (88.89 + 0) / 2 = 44.44%; weighted and insertion rate 8/13 = 61.54%.
+# its 13 5-grams: two repeat ("thank you thank you thank" and "you thank you thank you", each
+# seen 2 places earlier) -> a 2/13 = 15.38%; b (4 words) has none -> 2/13 overall.
+# longest run: "thank you" x4: the 6 words after the first "thank you" repeat it (period 2).
+# words in silences: the loop's 8 words lie in 3.0-5.5, inside a's 3-6 s silence -> 8.
+# timing: the loop matches no cue (inserted only); the 4 other segments are exact -> 0.00 s.
+COMPARE_TABLE = [
+    "                                    before       after         delta",
+    "  Unweighted Average WER            44.44%       0.00%    -44.44 pts",
+    "  Weighted Average WER              61.54%       0.00%    -61.54 pts",
+    "  Unweighted Average WER (raw)      44.44%       0.00%    -44.44 pts",
+    "  Weighted Average WER (raw)        61.54%       0.00%    -61.54 pts",
+    "  Segment start error, median       0.00 s      0.50 s       +0.50 s",
+    "  Segment start error, p90          0.00 s      0.50 s       +0.50 s",
+    "  Segment end error, median         0.00 s      0.50 s       +0.50 s",
+    "  Segment end error, p90            0.00 s      0.50 s       +0.50 s",
+    "  Insertion rate                    61.54%       0.00%    -61.54 pts",
+    "  Repeated 5-gram rate              15.38%       0.00%    -15.38 pts",
+    "  Longest repeated run                   6           0            -6",
+    "  Words in reference silences            8           1            -7",
+]
+
+
+def test_evaluate_compare_prints_both_runs_and_the_change(timed_dirs, capsys):
+    refs, after, before = timed_dirs
+    code = evaluate(EvaluateOptions(recognized_dir=str(after), transcript_dir=str(refs),
+                                    compare=str(before), verbose=True))
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert out[:2] == ["Processing 2 files...", f"Processing 2 files in {before}..."]
+    assert out[-len(COMPARE_TABLE) - 1:] == [
+        f"Before ({before}) vs after ({after}); delta = after - before:", *COMPARE_TABLE]
+    per_file = out.index("Per file, before -> after (delta):")
+    assert out[per_file + 1] == (
+        "  a  WER 88.89% -> 0.00% (-88.89 pts)  start 0.00 s -> 0.50 s (+0.50 s)  "
+        "end 0.00 s -> 0.50 s (+0.50 s)  ins 88.89% -> 0.00% (-88.89 pts)  "
+        "rep5 15.38% -> 0.00% (-15.38 pts)  run 6 -> 0 (-6)  sil 8 -> 1 (-7)")
+    assert out[per_file + 2].startswith("  b  WER 0.00% -> 0.00% (+0.00 pts)  start 0.00 s")
+    # the after run's own lines come first, as without --compare
+    assert out[out.index(AFTER_LINES[0]):per_file] == AFTER_LINES
+
+
+def test_evaluate_json_holds_every_run(timed_dirs, tmp_path, capsys):
+    refs, after, before = timed_dirs
+    path = tmp_path / "report.json"
+    evaluate(EvaluateOptions(recognized_dir=str(after), transcript_dir=str(refs),
+                             compare=str(before), json=str(path)))
+    data = json.loads(path.read_text(encoding="utf-8"))
+    # the scores as before, and the runs beside them
+    assert (data["metric"], data["normalizer"], data["num_files"]) == ("WER", "whisper", 2)
+    assert data["weighted_average"] == 0.0 and data["files"][0]["reference_path"]
+    assert set(data["runs"]) == {"after", "before"}
+    summary = data["runs"]["after"]["summary"]
+    assert summary["start_error"] == {"median": 0.5, "p90": 0.5, "count": 4}
+    assert summary["end_error"] == {"median": 0.5, "p90": 0.5, "count": 4}
+    assert (summary["wer_unweighted"], summary["wer_weighted"]) == (0.0, 0.0)
+    assert (summary["insertion_rate"], summary["repeated_5gram_rate"]) == (0.0, 0.0)
+    assert (summary["longest_repeated_run"], summary["words_in_silences"]) == (0, 1)
+    assert summary["probe_words"] is None and data["runs"]["after"]["probes"] == []
+    a = data["runs"]["before"]["files"][0]
+    assert {"name", "reference", "hypothesis", "rate", "substitutions", "deletions",
+            "insertions", "reference_words", "start_errors", "end_errors", "insertion_rate",
+            "repeated_5gram_rate", "longest_repeated_run", "words_in_silences"} <= set(a)
+    assert a["name"] == "a" and a["reference"] == "The cat sat down. It was a sunny day."
+    assert a["hypothesis"].startswith("The cat sat down. Thank you.")
+    assert (a["insertions"], a["reference_words"]) == (8, 9)
+    assert a["rate"] == pytest.approx(8 / 9) and a["insertion_rate"] == pytest.approx(8 / 9)
+    assert a["start_errors"] == [0.0, 0.0] and a["end_errors"] == [0.0, 0.0]
+    assert a["repeated_5gram_rate"] == pytest.approx(2 / 13)
+    assert (a["longest_repeated_run"], a["words_in_silences"]) == (6, 8)
+    assert data["runs"]["after"]["files"][0]["start_errors"] == [0.5, 0.5]
+
+
+def test_evaluate_html_hands_the_results_to_the_report(timed_dirs, tmp_path, monkeypatch,
+                                                      capsys):
+    import whisperft.report
+
+    refs, after, _ = timed_dirs
+    seen = {}
+    monkeypatch.setattr(whisperft.report, "write_html_report",
+                        lambda results, path: seen.update(results=results, path=path))
+    evaluate(EvaluateOptions(recognized_dir=str(after), transcript_dir=str(refs),
+                             html=str(tmp_path / "report.html")))
+    assert seen["path"] == tmp_path / "report.html"
+    assert seen["results"]["runs"]["after"]["summary"]["start_error"]["median"] == 0.5
+
+
+def test_evaluate_bad_timed_transcript_is_listed(timed_dirs, capsys):
+    refs, after, _ = timed_dirs
+    (after / "a.srt").unlink()
+    (after / "a.json").write_text('{"segments": [{"start": 1.0, "end": 2.0, "text": "x"}, '
+                                  '{"start": 2.0, "text": "y"}]}', encoding="utf-8")
+    assert evaluate(EvaluateOptions(recognized_dir=str(after), transcript_dir=str(refs))) == 1
+    err = capsys.readouterr().err
+    assert (f"  {after / 'a.json'}: segment 1: needs numeric \"start\" and \"end\" and a "
+            f"\"text\" string, as the others have") in err
+
+
+def test_evaluate_probe_flags_are_checked(timed_dirs):
+    refs, after, _ = timed_dirs
+    with pytest.raises(UserError, match="--probes-before .* give --compare"):
+        evaluate(EvaluateOptions(recognized_dir=str(after), transcript_dir=str(refs),
+                                 probes_before="tiny.en"))
+
+
+@pytest.mark.slow
+def test_evaluate_probes_tiny_en(tiny_en, timed_dirs, tmp_path, capsys):
+    refs, after, _ = timed_dirs
+    path = tmp_path / "report.json"
+    evaluate(EvaluateOptions(recognized_dir=str(after), transcript_dir=str(refs),
+                             probes="tiny.en", json=str(path)))
+    out = capsys.readouterr().out.splitlines()
+    run = json.loads(path.read_text(encoding="utf-8"))["runs"]["after"]
+    assert [p["name"] for p in run["probes"]] == ["silence", "white noise", "mains hum", "music"]
+    assert all(isinstance(p["words"], int) and p["words"] >= 0 and isinstance(p["text"], str)
+               for p in run["probes"])
+    assert run["summary"]["probe_words"] == sum(p["words"] for p in run["probes"])
+    counts = ", ".join(f"{p['name']} {p['words']}" for p in run["probes"])
+    assert f"Probe words (tiny.en): {counts} (total {run['summary']['probe_words']}; " \
+           f"0 is right)" in out

@@ -5,8 +5,10 @@ bundled tiny.en and a generated domain dataset, showing that fine-tuning helped.
     -> create_data.py for train/dev/test
     -> transcribe.py + calculate_metric.py on test with the original model (baseline)
     -> run_finetuning.py
-    -> transcribe.py + calculate_metric.py on test with best_model.pt
-    -> a short report: WER before/after, an SRT excerpt before/after, the loss curve
+    -> transcribe.py on test with best_model.pt; calculate_metric.py on both models'
+       transcripts (--compare), with the non-speech probes run on both models
+    -> report.html (the evaluation page) and report.md: WER, timestamp error and probe words
+       before/after, an SRT excerpt before/after, the loss curve
 """
 
 from __future__ import annotations
@@ -54,8 +56,7 @@ def _banner(text: str) -> None:
     print(f"\n=== {text} ===", flush=True)
 
 
-def _transcribe_and_score(model: str, audio_dir: Path, refs: Path, out: Path, device) -> dict:
-    from .metrics import EvaluateOptions, evaluate
+def _transcribe(model: str, audio_dir: Path, out: Path, device) -> None:
     from .transcribe import transcribe_dir
     from .transcription import TranscribeOptions
 
@@ -63,18 +64,42 @@ def _transcribe_and_score(model: str, audio_dir: Path, refs: Path, out: Path, de
     transcribe_dir(TranscribeOptions(audio_dir=str(audio_dir), save_dir=str(out), model=model,
                                      language="en", beam_size=1, overwrite=True,
                                      **({"device": device} if device else {})))
-    report = out / "wer.json"
-    evaluate(EvaluateOptions(recognized_dir=str(out), transcript_dir=str(refs), metric="WER",
-                             json=str(report)))
-    return json.loads(report.read_text(encoding="utf-8"))
 
 
-def _wer(report: dict) -> float:
-    for key in ("weighted_average", "weighted"):
-        if key in report:
-            value = report[key]
-            return value["rate"] if isinstance(value, dict) else float(value)
-    raise KeyError("weighted average missing from the WER report")
+def _evaluate(out: Path, refs: Path, before_model: str, after_model: str) -> dict:
+    """calculate_metric.py on the fine-tune's transcripts against the base model's, both models
+    probed on non-speech: the numbers and the HTML page a user gets from the same flags."""
+    from .metrics import EvaluateOptions, evaluate
+
+    results = out / "evaluation.json"
+    evaluate(EvaluateOptions(recognized_dir=str(out / "transcripts_after"), transcript_dir=str(refs),
+                             metric="WER", compare=str(out / "transcripts_before"),
+                             probes=after_model, probes_before=before_model, json=str(results),
+                             html=str(out / "report.html")))
+    return json.loads(results.read_text(encoding="utf-8"))
+
+
+def _measures(results: dict, key: str) -> dict:
+    """The headline numbers of one run (before or after) of the evaluation."""
+    summary = results["runs"][key]["summary"]
+    start = summary.get("start_error") or {}
+    return {"wer": summary["wer_weighted"], "start_error_median": start.get("median"),
+            "start_error_p90": start.get("p90"), "probe_words": summary.get("probe_words")}
+
+
+def _summary_lines(before: dict, after: dict) -> list[str]:
+    """The before/after table of report.md: WER, timestamp error, words on non-speech probes."""
+    from .report import format_value
+
+    rows = [("test WER", "wer", "rate"),
+            ("segment start error, median", "start_error_median", "seconds"),
+            ("segment start error, p90", "start_error_p90", "seconds"),
+            ("words on non-speech probes", "probe_words", "count")]
+    lines = [f"{'':<28}{'before':>10}{'after':>10}"]
+    lines += [f"{label:<28}{format_value(before[k], kind):>10}{format_value(after[k], kind):>10}"
+              for label, k, kind in rows]
+    reduction = (before["wer"] - after["wer"]) / max(before["wer"], 1e-9)
+    return lines + [f"{'relative WER reduction':<28}{reduction:>20.0%}"]
 
 
 def _excerpt(srt_path: Path, n_cues: int = 3) -> str:
@@ -102,8 +127,7 @@ def run_demo(opts: DemoOptions) -> int:
             return rc
 
     _banner(f"3/5 baseline: {opts.model} on the test recordings")
-    before = _transcribe_and_score(opts.model, data / "test_audio", data / "test_transcripts",
-                                   out / "transcripts_before", opts.device)
+    _transcribe(opts.model, data / "test_audio", out / "transcripts_before", opts.device)
 
     _banner("4/5 run_finetuning.py")
     model_dir = out / "model"
@@ -113,20 +137,23 @@ def run_demo(opts: DemoOptions) -> int:
                       eval_steps=opts.eval_steps, log_steps=5, device=opts.device,
                       train_only_decoder=opts.train_only_decoder))
 
-    _banner("5/5 fine-tuned model on the same test recordings")
-    after = _transcribe_and_score(str(model_dir / "best_model.pt"), data / "test_audio",
-                                  data / "test_transcripts", out / "transcripts_after", opts.device)
+    _banner("5/5 fine-tuned model on the same test recordings, then both evaluated")
+    best = str(model_dir / "best_model.pt")
+    _transcribe(best, data / "test_audio", out / "transcripts_after", opts.device)
+    results = _evaluate(out, data / "test_transcripts", opts.model, best)
 
-    wer_before, wer_after = _wer(before), _wer(after)
+    before, after = _measures(results, "before"), _measures(results, "after")
     first = sorted((out / "transcripts_before").glob("*.srt"))[0]
     lines = [
         "# whisperft demo report",
         "",
         f"model {opts.model}, {opts.train_steps} steps, {time.time() - t0:.0f} s in all",
         "",
-        f"test WER before fine-tuning: {wer_before:.2%}",
-        f"test WER after fine-tuning:  {wer_after:.2%}",
-        f"relative reduction:          {(wer_before - wer_after) / max(wer_before, 1e-9):.0%}",
+        "```",
+        *_summary_lines(before, after),
+        "```",
+        "",
+        f"HTML report (summary, charts, probes, each file marked word by word): {out / 'report.html'}",
         "",
         f"## {first.stem}: before", "", "```", _excerpt(first), "```", "",
         f"## {first.stem}: after", "", "```", _excerpt(out / "transcripts_after" / first.name), "```", "",
@@ -135,7 +162,8 @@ def run_demo(opts: DemoOptions) -> int:
     report = "\n".join(lines) + "\n"
     atomic_write_text(out / "report.md", report)
     write_json_atomic(out / "summary.json",
-                      {"wer_before": wer_before, "wer_after": wer_after, "seconds": time.time() - t0})
+                      {"wer_before": before["wer"], "wer_after": after["wer"],
+                       "before": before, "after": after, "seconds": time.time() - t0})
     _banner("report")
     print(report)
-    return 0 if wer_after < wer_before else 1
+    return 0 if after["wer"] < before["wer"] else 1

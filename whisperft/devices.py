@@ -1,6 +1,10 @@
-"""Which device to run on: the one place that knows how to pick and check one."""
+"""Which device to run on: the one place that knows how to pick and check one, and which mixed
+precision (--use-amp) a device trains in."""
 
 from __future__ import annotations
+
+import os
+import sys
 
 import torch
 
@@ -28,3 +32,28 @@ def choose_device(requested: str | None, flag: str = "--device") -> str:
     if requested.startswith("mps") and not mps_available():
         raise UserError(f"{flag} {requested}: no Apple GPU (MPS) is available to PyTorch (use {flag} cpu)")
     return requested
+
+
+AMP_DTYPES = {"bfloat16": "bf16", "float16": "fp16"}
+
+
+def mixed_precision(use_amp: bool, device: torch.device) -> str:
+    """Accelerate's mixed_precision for --use-amp on this device ('no', 'fp16' or 'bf16')."""
+    if not use_amp:
+        return "no"
+    gpu = device.type in ("cuda", "mps")
+    wanted = os.environ.get("AMP_DTYPE", "float16" if gpu else "bfloat16")
+    if wanted not in AMP_DTYPES:
+        raise UserError(f"AMP_DTYPE={wanted!r}: use bfloat16 or float16")
+    if device.type == "mps":  # fp16 autocast with loss scaling, as on CUDA
+        return AMP_DTYPES[wanted]
+    if device.type == "cuda":
+        if wanted == "bfloat16" and not torch.cuda.is_bf16_supported():
+            print("note: this GPU has no bfloat16; using float16 with loss scaling", file=sys.stderr)
+            return "fp16"
+        return AMP_DTYPES[wanted]
+    if os.environ.get("WHISPERFT_CPU_AMP") == "1" and wanted == "bfloat16":
+        return "bf16"
+    print("note: --use-amp ignored on CPU: bf16 autocast measured ~17x slower than fp32 here "
+          "(bench/bench_train.py); set WHISPERFT_CPU_AMP=1 to force it", file=sys.stderr)
+    return "no"

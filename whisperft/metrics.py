@@ -4,8 +4,7 @@ Every pair is scored twice: raw (only whitespace collapsed) and after a normalis
 model that writes "Mr. Smith's 2 cats" where the reference says "mister smith's two cats" has
 not misheard anything, while the raw score still shows formatting drift after fine-tuning.
 Normalisers are Whisper's own: the English one for English, the basic one for other languages
-(transformers ships both; the English spelling table it needs is bundled, see
-`english_spelling.LICENSE`). jiwer aligns the text and counts the errors.
+(see normalizers.py). jiwer aligns the text and counts the errors.
 
 Two averages, as `calculate_metric.py` prints them:
   unweighted = mean of the per-file rates (each file counts the same, however short);
@@ -14,38 +13,20 @@ Two averages, as `calculate_metric.py` prints them:
 
 from __future__ import annotations
 
-import functools
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 from .errors import UserError
 from .tokens import NO_SPACE_LANGUAGES, language_code
 from .options import opt
 from .fileio import write_json_atomic
 from .subtitles import TRANSCRIPT_SUFFIXES
+# get_normalizer is importable from here, beside the scoring it serves
+from .normalizers import NORMALIZERS, get_normalizer, normalizer_for, resolve_normalizer
 
 METRICS = ("WER", "CER")
-NORMALIZERS = ("auto", "whisper", "basic", "none")
-
-
-ENGLISH_SPELLING_FILE = Path(__file__).with_name("english_spelling.json")
-
-
-# --- normalisers ---------------------------------------------------------------------------
-
-def resolve_normalizer(name: str, language: str | None) -> str:
-    """`auto` -> `whisper` for English, `basic` for any other (or unknown) language."""
-    key = (name or "auto").strip().lower()
-    if key not in NORMALIZERS:
-        raise UserError(f"unknown normalizer {name!r}: choose one of {', '.join(NORMALIZERS)}")
-    if key == "auto":
-        # An unknown language gets the basic normaliser: the English one rewrites numbers and
-        # spellings, which would corrupt text in another language.
-        return "whisper" if language == "en" else "basic"
-    return key
 
 
 def resolve_metric(metric: str | None, language: str) -> str:
@@ -56,42 +37,6 @@ def resolve_metric(metric: str | None, language: str) -> str:
     if key not in METRICS:
         raise UserError(f"unknown metric {metric!r}: choose WER or CER")
     return key
-
-
-@functools.lru_cache(maxsize=None)
-def _english_spelling() -> dict[str, str]:
-    try:
-        return json.loads(ENGLISH_SPELLING_FILE.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UserError(f"{ENGLISH_SPELLING_FILE}: cannot read the English spelling table "
-                        f"({exc.strerror}); reinstall whisperft") from None
-
-
-def _keep_text(text: str) -> str:
-    return text
-
-
-@functools.lru_cache(maxsize=None)
-def _normalizer(resolved: str) -> Callable[[str], str]:
-    if resolved == "none":
-        return _keep_text
-    from transformers.models.whisper.english_normalizer import (BasicTextNormalizer,
-                                                                EnglishTextNormalizer)
-    if resolved == "whisper":
-        return EnglishTextNormalizer(_english_spelling())
-    return BasicTextNormalizer()
-
-
-def get_normalizer(name: str, language: str | None) -> Callable[[str], str]:
-    """The text normaliser `name` (auto|whisper|basic|none) for `language` (a code, or None).
-
-    whisper: Whisper's English normaliser (numbers to digits, British to American spelling,
-             contractions expanded, fillers and bracketed text removed), whatever the language;
-    basic:   Whisper's basic normaliser (lower case, punctuation and bracketed text removed);
-    none:    the text unchanged;
-    auto:    whisper for English, basic otherwise (also when the language is unknown).
-    """
-    return _normalizer(resolve_normalizer(name, language))
 
 
 # --- scoring -------------------------------------------------------------------------------
@@ -260,7 +205,7 @@ def score(pairs: list[tuple[str, str, str]], metric: str | None = None, normaliz
     language = language_code(language, default="en")
     metric = resolve_metric(metric, language)
     resolved = resolve_normalizer(normalizer, language)
-    normalize = _normalizer(resolved)
+    normalize = normalizer_for(resolved)
     files = [FileScore(name,
                        count_errors(normalize(ref), normalize(hyp), metric, language),
                        count_errors(ref, hyp, metric, language))
@@ -291,6 +236,20 @@ class EvaluateOptions:
     json: str | None = opt(None, help="also write the full report (per file: substitutions, "
                                       "deletions, insertions, reference length, rates) to this "
                                       "JSON file", metavar="PATH")
+    compare: str | None = opt(None, help="a second folder of recognized transcripts of the same "
+                                         "references (e.g. the base model's): every measure is "
+                                         "printed for both, side by side with the change (after "
+                                         "- before)", metavar="BEFORE_DIR")
+    probes: str | None = opt(None, help="transcribe generated non-speech probes (10 s each of "
+                                        "silence, white noise, mains hum and music) with this "
+                                        "model and report the words it writes on each (0 is "
+                                        "right)", metavar="MODEL")
+    probes_before: str | None = opt(None, help="with --compare: the model to probe for the "
+                                               "before folder", metavar="MODEL")
+    silence_gap: float = opt(1.0, help="seconds without a reference cue that count as a "
+                                       "silence, for the words recognized in silences")
+    html: str | None = opt(None, help="also write the report as one self-contained HTML page",
+                           metavar="PATH")
 
 
 def find_transcripts(folder: str | Path, flag: str = "folder",
@@ -328,79 +287,202 @@ def _list_files(title: str, names: list[str]) -> None:
         print(f"  {name}", file=sys.stderr)
 
 
-def evaluate(opts: EvaluateOptions) -> int:
-    """Score each recognized transcript against the reference of the same name; print the report.
+@dataclass(frozen=True)
+class _Pair:
+    name: str
+    reference: str
+    hypothesis: str
+    reference_cues: list | None  # None: the reference has no times (.txt)
+    hypothesis_segments: list | None  # None: the transcript has no times
 
-    Returns 0, or 1 when a transcript had no counterpart or could not be read (each is listed).
-    """
+
+def _read_pairs(names: list[str], references: dict[str, Path], hypotheses: dict[str, Path]
+                ) -> tuple[list[_Pair], dict[str, str]]:
+    """The text and times of each pair; the files that cannot be read (path -> why)."""
+    from .quality import read_timed
     from .subtitles import read_text
 
-    # Resolve everything the user typed before touching files, so a typo fails at once.
-    language = language_code(opts.language, default="en")
-    metric = resolve_metric(opts.metric, language)
-    resolved = resolve_normalizer(opts.normalizer, language)
-    json_path = Path(opts.json) if opts.json else None
-    exclude = [json_path] if json_path else []  # a report written into a scanned folder
-
-    hypotheses = find_transcripts(opts.recognized_dir, "--recognized-dir", exclude)
-    references = find_transcripts(opts.transcript_dir, "--transcript-dir", exclude)
-    names = sorted(hypotheses.keys() & references.keys())
-    if not names:
-        raise UserError(f"no recognized transcript in {opts.recognized_dir} has a reference "
-                        f"with the same name in {opts.transcript_dir} (e.g. "
-                        f"{next(iter(hypotheses.values())).name} vs "
-                        f"{next(iter(references.values())).name})")
-
-    print(f"Processing {len(names)} file{'s' if len(names) != 1 else ''}...", flush=True)
-    pairs: list[tuple[str, str, str]] = []
+    pairs: list[_Pair] = []
     unreadable: dict[str, str] = {}
     for name in names:
-        texts = []
+        read = []
         for path in (references[name], hypotheses[name]):
             try:
-                texts.append(read_text(path))
+                read.append((read_text(path), read_timed(path)))
             except (UserError, ValueError, OSError) as exc:
                 why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 # SubtitleError already starts with the file name; the listing adds it once.
                 unreadable[str(path)] = why.removeprefix(f"{path}: ")
                 break
-        if len(texts) == 2:
-            pairs.append((name, texts[0], texts[1]))
+        if len(read) == 2:
+            (ref, cues), (hyp, segments) = read
+            pairs.append(_Pair(name, ref, hyp, cues, segments))
+    return pairs, unreadable
 
-    report = score(pairs, metric=metric, normalizer=resolved, language=language)
+
+@dataclass
+class EvaluatedRun:
+    """One folder of recognized transcripts scored against the references."""
+
+    folder: str
+    report: Report
+    files: list[dict]  # per file: the counts, the texts and the quality measures
+    probes: list[dict] | None = None  # per non-speech probe, when a model was probed
+    probe_model: str | None = None
+
+    def summary(self) -> dict:
+        from .quality import pooled_summary
+
+        r = self.report
+        return {"wer_unweighted": r.unweighted_average(), "wer_weighted": r.weighted_average(),
+                "wer_unweighted_raw": r.unweighted_average(raw=True),
+                "wer_weighted_raw": r.weighted_average(raw=True),
+                **pooled_summary(self.files, self.probes)}
+
+    def to_dict(self) -> dict:
+        return {"label": self.folder, "recognized_dir": self.folder,
+                "probe_model": self.probe_model, "summary": self.summary(), "files": self.files,
+                "probes": list(self.probes or [])}
+
+
+def _file_entry(pair: _Pair, scored: FileScore, paths: tuple[Path, Path], language: str,
+                normalizer: str, silence_gap: float) -> dict:
+    from .quality import transcript_quality
+
+    c = scored.counts
+    return {"name": pair.name, "reference": pair.reference, "hypothesis": pair.hypothesis,
+            "reference_path": str(paths[0]), "hypothesis_path": str(paths[1]),
+            "rate": c.rate, "substitutions": c.substitutions, "deletions": c.deletions,
+            "insertions": c.insertions, "reference_words": c.reference_length,
+            "insertion_rate": c.insertions / c.reference_length if c.reference_length else None,
+            **transcript_quality(pair.reference_cues, pair.hypothesis_segments, pair.hypothesis,
+                                 language, normalizer, silence_gap)}
+
+
+def _evaluate_folder(folder: str, flag: str, hypotheses: dict[str, Path],
+                     references: dict[str, Path], opts: EvaluateOptions,
+                     settings: tuple[str, str, str]) -> EvaluatedRun:
+    """Score every transcript of `folder` that has a reference; list what could not be paired."""
+    metric, resolved, language = settings
+    names = sorted(hypotheses.keys() & references.keys())
+    if not names:
+        raise UserError(f"no recognized transcript in {folder} has a reference with the same "
+                        f"name in {opts.transcript_dir} (e.g. "
+                        f"{next(iter(hypotheses.values())).name} vs "
+                        f"{next(iter(references.values())).name})")
+    where = "" if flag == "--recognized-dir" else f" in {folder}"
+    print(f"Processing {len(names)} file{'s' if len(names) != 1 else ''}{where}...", flush=True)
+    pairs, unreadable = _read_pairs(names, references, hypotheses)
+    report = score([(p.name, p.reference, p.hypothesis) for p in pairs], metric=metric,
+                   normalizer=resolved, language=language)
     report.missing_references = [hypotheses[n].name
                                  for n in sorted(hypotheses.keys() - references.keys())]
     report.missing_hypotheses = [references[n].name
                                  for n in sorted(references.keys() - hypotheses.keys())]
     report.unreadable = unreadable
+    files = [_file_entry(p, s, (references[p.name], hypotheses[p.name]), language, resolved,
+                         opts.silence_gap) for p, s in zip(pairs, report.files)]
+    return EvaluatedRun(str(folder), report, files)
 
-    if opts.verbose:
-        for line in report.file_lines():
-            print(line)
-    for line in report.summary_lines():
-        print(line)
 
+def _probe(run: EvaluatedRun, model: str, language: str, resolved: str) -> None:
+    from .probes import PROBE_NAMES, transcribe_probes
+    from .quality import units
+
+    print(f"Transcribing {len(PROBE_NAMES)} non-speech probes with {model}...", flush=True)
+    normalize = normalizer_for(resolved)
+    run.probes = transcribe_probes(model, lambda text: len(units(normalize(text), language)))
+    run.probe_model = model
+
+
+def _list_problems(run: EvaluatedRun, opts: EvaluateOptions, where: str = "") -> None:
+    """On stderr: the transcripts without a counterpart, those unreadable, empty references."""
+    report = run.report
     if report.missing_references:
         _list_files(f"No reference in {opts.transcript_dir} for "
-                    f"{len(report.missing_references)} recognized transcript(s):",
+                    f"{len(report.missing_references)} recognized transcript(s){where}:",
                     report.missing_references)
     if report.missing_hypotheses:
-        _list_files(f"No recognized transcript in {opts.recognized_dir} for "
+        _list_files(f"No recognized transcript in {run.folder} for "
                     f"{len(report.missing_hypotheses)} reference(s):", report.missing_hypotheses)
-    if unreadable:
-        _list_files(f"Could not read {len(unreadable)} file(s); their pairs were not scored:",
-                    [f"{path}: {why}" for path, why in unreadable.items()])
+    if report.unreadable:
+        _list_files(f"Could not read {len(report.unreadable)} file(s); their pairs were not "
+                    f"scored:", [f"{path}: {why}" for path, why in report.unreadable.items()])
     empty = report.empty_references()
-    if empty:
+    if empty and not where:
         _list_files(f"{len(empty)} reference(s) empty after normalisation; no per-file "
-                    f"{metric}, left out of the unweighted average:", empty)
+                    f"{report.metric}, left out of the unweighted average:", empty)
 
-    if json_path is not None:
-        data = report.to_dict()
-        data["recognized_dir"] = str(opts.recognized_dir)
-        data["transcript_dir"] = str(opts.transcript_dir)
-        for entry in data["files"]:
-            entry["reference_path"] = str(references[entry["name"]])
-            entry["hypothesis_path"] = str(hypotheses[entry["name"]])
-        write_json_atomic(json_path, data)
-    return 0 if report.complete else 1
+
+def _results(after: EvaluatedRun, before: EvaluatedRun | None, opts: EvaluateOptions) -> dict:
+    """The full report: the scores as `Report.to_dict` has them, and every run's measures."""
+    data = after.report.to_dict()
+    data["recognized_dir"] = str(opts.recognized_dir)
+    data["transcript_dir"] = str(opts.transcript_dir)
+    paths = {f["name"]: f for f in after.files}
+    for entry in data["files"]:
+        entry["reference_path"] = paths[entry["name"]]["reference_path"]
+        entry["hypothesis_path"] = paths[entry["name"]]["hypothesis_path"]
+    if before is not None:
+        data["compare_dir"] = str(opts.compare)
+    data["runs"] = {"after": after.to_dict()}
+    if before is not None:
+        data["runs"]["before"] = before.to_dict()
+    return data
+
+
+def evaluate(opts: EvaluateOptions) -> int:
+    """Score each recognized transcript against the reference of the same name; print the report.
+
+    Besides the error rates: segment timing against timed references, marks of hallucination,
+    with --compare a second folder side by side, with --probes words written on non-speech.
+    Returns 0, or 1 when a transcript had no counterpart or could not be read (each is listed).
+    """
+    from .quality import comparison_lines, file_quality_lines, probe_lines, quality_lines
+
+    # Resolve everything the user typed before touching files, so a typo fails at once.
+    language = language_code(opts.language, default="en")
+    settings = (resolve_metric(opts.metric, language),
+                resolve_normalizer(opts.normalizer, language), language)
+    if opts.probes_before and not opts.compare:
+        raise UserError("--probes-before probes the model of the --compare folder: give --compare")
+    if opts.silence_gap < 0:
+        raise UserError(f"--silence-gap {opts.silence_gap}: must be 0 or more seconds")
+    outputs = [Path(p) for p in (opts.json, opts.html) if p]  # reports in a scanned folder
+
+    hypotheses = find_transcripts(opts.recognized_dir, "--recognized-dir", outputs)
+    references = find_transcripts(opts.transcript_dir, "--transcript-dir", outputs)
+    earlier = find_transcripts(opts.compare, "--compare", outputs) if opts.compare else None
+    after = _evaluate_folder(opts.recognized_dir, "--recognized-dir", hypotheses, references,
+                             opts, settings)
+    before = (None if earlier is None else
+              _evaluate_folder(opts.compare, "--compare", earlier, references, opts, settings))
+    for run, model in ((after, opts.probes), (before, opts.probes_before)):
+        if run is not None and model:
+            _probe(run, model, language, settings[1])
+
+    unit = "words" if settings[0] == "WER" else "chars"
+    summary = after.summary()
+    lines = []
+    if opts.verbose:
+        lines += after.report.file_lines() + file_quality_lines(after.files)
+    lines += after.report.summary_lines() + quality_lines(summary, unit)
+    lines += probe_lines(after.probes, after.probe_model, opts.verbose)
+    if before is not None:
+        lines += comparison_lines(before.to_dict(), after.to_dict(), settings[0], opts.verbose,
+                                  raw=settings[1] != "none")
+    print("\n".join(lines))
+    _list_problems(after, opts)
+    if before is not None:
+        _list_problems(before, opts, f" in {before.folder}")
+
+    if opts.json or opts.html:
+        results = _results(after, before, opts)
+        if opts.json:
+            write_json_atomic(Path(opts.json), results)
+        if opts.html:
+            from .report import write_html_report
+
+            write_html_report(results, Path(opts.html))
+    complete = after.report.complete and (before is None or before.report.complete)
+    return 0 if complete else 1

@@ -15,10 +15,16 @@ from .errors import UserError
 from .options import flag
 
 # Flags whose change breaks an exact continuation: which batches come, which examples get a
-# prompt or timestamps, which weights train and with what optimizer.
+# prompt or timestamps, which weights train and with what optimizer; and --best-by, though the
+# weights would continue the same: best_model.pt and the best value the checkpoint stores were
+# chosen by the run's measure, and the weights of the evaluations before the resume are gone, so
+# a new measure could not choose among them (best_model.pt would be picked by two measures).
 RESUME_FIXED = ("batch_size", "seed", "prompt_use_rate", "no_timestamps_rate", "no_timestamps_training",
                 "train_only_decoder", "cache_encoder_outputs", "use_amp", "use_adam_8bit", "lora_rank",
-                "lora_alpha", "lora_dropout", "lora_targets")
+                "lora_alpha", "lora_dropout", "lora_targets", "best_by")
+# What a checkpoint that predates a flag in RESUME_FIXED ran with (best_model.pt was always the
+# lowest validation loss).
+RESUME_FIXED_BEFORE = {"best_by": "loss"}
 # Flags that only reshape the schedule from the resumed step on: allowed, and said.
 RESUME_SCHEDULE = ("train_steps", "lr", "warmup_steps", "weight_decay", "max_grad_norm")
 
@@ -57,8 +63,10 @@ def read_resume_state(path: str) -> dict:
 def check_resume_flags(state: dict, cfg, world: int, train_fingerprint: str) -> list[str]:
     """Refuse (one line) a resume whose flags (`cfg`, the run's TrainConfig) change the run;
     return notes for safe changes."""
-    saved = json.loads(state.get("config") or "{}")
-    changed = [f"{flag(n)} {saved[n]} -> {getattr(cfg, n)}" for n in RESUME_FIXED
+    saved = {**RESUME_FIXED_BEFORE, **json.loads(state.get("config") or "{}")}
+    # the best WER so far is over that many validation windows: with another count it is not comparable
+    fixed = RESUME_FIXED + (("eval_wer",) if cfg.best_by == "wer" else ())
+    changed = [f"{flag(n)} {saved[n]} -> {getattr(cfg, n)}" for n in fixed
                if n in saved and saved[n] != getattr(cfg, n)]
     if cfg.lora_rank and saved.get("model") not in (None, cfg.model):
         changed.append(f"--model {saved['model']} -> {cfg.model}")
@@ -101,7 +109,7 @@ def load_optimizer_state(optimizer, state: dict, names: list[str], where: str) -
 def restore_train_state(state: dict, cfg, optimizer, names: list[str], scaler) -> tuple[int, float, list[dict]]:
     """Put the optimizer, the RNG and fp16's loss scale (`scaler`, or None) back as `state` left
     them, for the run `cfg` (a TrainConfig) describes; returns (step, best validation loss,
-    metrics history)."""
+    metrics history). (The best WER is `state.get("best_wer")`: older checkpoints lack it.)"""
     load_optimizer_state(optimizer, state, names, cfg.resume)
     start_step = int(state["step"])
     best_loss = float(state["best_loss"])

@@ -31,6 +31,15 @@ def timestamp_token(seconds: float) -> str:
     return f"<|{seconds:.2f}|>"
 
 
+def timed_segments(text: str) -> list[tuple[float, float, str]]:
+    """(start, end, text) of each stretch of text between two timestamp tokens of manifest text:
+    `<|0.00|> one<|1.00|><|1.20|> two<|2.00|>` -> (0.0, 1.0, " one"), (1.2, 2.0, " two"). Text
+    before the first or after the last timestamp (a cue cut off at the window end) has no span."""
+    marks = list(TIMESTAMP_RE.finditer(text))
+    return [(float(a.group(1)), float(b.group(1)), text[a.end():b.start()])
+            for a, b in zip(marks, marks[1:]) if text[a.end():b.start()].strip()]
+
+
 @dataclass
 class Example:
     """Token ids of one training example."""

@@ -8,14 +8,14 @@ batches; only the main process logs and saves.
 
 Outputs in --save-dir: best_model.pt and last_model.pt (openai-whisper format: `whisper`,
 faster-whisper via export, and our transcribe take them), stepN.pt with
---save-all-checkpoints, args.json, metrics.jsonl, loss_curve.png. last_model.pt also holds
-everything resume needs (optimizer, step, RNG, best loss), so `--resume last_model.pt`
-continues exactly where the run stopped.
+--save-all-checkpoints, args.json, metrics.jsonl, loss_curve.png, and runs/ with --report-to.
+last_model.pt also holds everything resume needs (optimizer, step, RNG, best loss and WER), so
+`--resume last_model.pt` continues exactly where the run stopped.
 
 Here: the set-up (`_set_up`), the loop (`_train`), validation and checkpoints. Beside it:
 stop_signals.py (Ctrl-C and `kill` during a run), resume.py (checking and restoring a
 checkpoint's training state), evaluation.py (the loss and the validation measures),
-loss_curve.py (loss_curve.png).
+loss_curve.py (loss_curve.png), tracking.py (TensorBoard / W&B with --report-to).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from .errors import UserError
-from .evaluation import TargetLoss, evaluate_loss, evaluate_wer
+from .evaluation import TargetLoss, describe_decoding, evaluate_decoding, evaluate_loss
 from .fileio import atomic_dir, atomic_write_text, write_json_atomic
 from .conversions import base_model
 from .loss_curve import plot_loss_curve
@@ -42,8 +42,7 @@ from .models import trainable_names
 from .options import flag, opt
 from .resume import check_resume_flags, read_resume_state, restore_train_state, rng_state
 from .stop_signals import StopFlag, ignore_stop_signals, workers_ignore_stop_signals
-
-AMP_DTYPES = {"bfloat16": "bf16", "float16": "fp16"}
+from .tracking import REPORT_TO, accelerator_kwargs, check_report_to, start_tracking, track
 
 
 @dataclass
@@ -79,7 +78,12 @@ class TrainConfig:
                         "AMP_DTYPE=bfloat16; on CPU bf16 only if WHISPERFT_CPU_AMP=1 (it is slower there)")
     use_adam_8bit: bool = opt(False, "8-bit AdamW from bitsandbytes (4x less optimizer memory)")
     gradient_checkpointing: bool = opt(False, "recompute activations in backward: less memory, ~20-30%% slower")
-    eval_wer: int = opt(0, "also decode this many validation examples and report WER (0 = off)")
+    eval_wer: int = opt(0, "also decode this many validation examples and report WER, timestamp "
+                        "error and hallucination indicators (0 = off)")
+    best_by: str = opt("loss", "what picks best_model.pt: the lowest validation loss, or the lowest "
+                       "validation WER (needs --eval-wer)", choices=("loss", "wer"))
+    report_to: str = opt("none", "also log metrics.jsonl's entries to TensorBoard or Weights & Biases "
+                         "(offline unless WANDB_MODE is set), under SAVE_DIR/runs", choices=REPORT_TO)
     resume: str = opt(None, "continue from a last_model.pt (weights, optimizer, step, data order)")
     max_bad_steps: int = opt(10, "stop after this many consecutive steps with a NaN/inf loss")
     lora_rank: int = opt(0, "train LoRA adapters of this rank instead of every weight (0 = full "
@@ -116,28 +120,6 @@ def make_optimizer(params: list, cfg: TrainConfig, device: torch.device):
     # fused AdamW steps ~4x faster than the for-each one on CPU, and is the fast path on CUDA
     fused = device.type in ("cpu", "cuda")
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
-
-
-def mixed_precision(cfg: TrainConfig, device: torch.device) -> str:
-    """Accelerate's mixed_precision for --use-amp on this device ('no', 'fp16' or 'bf16')."""
-    if not cfg.use_amp:
-        return "no"
-    gpu = device.type in ("cuda", "mps")
-    wanted = os.environ.get("AMP_DTYPE", "float16" if gpu else "bfloat16")
-    if wanted not in AMP_DTYPES:
-        raise UserError(f"AMP_DTYPE={wanted!r}: use bfloat16 or float16")
-    if device.type == "mps":  # fp16 autocast with loss scaling, as on CUDA
-        return AMP_DTYPES[wanted]
-    if device.type == "cuda":
-        if wanted == "bfloat16" and not torch.cuda.is_bf16_supported():
-            print("note: this GPU has no bfloat16; using float16 with loss scaling", file=sys.stderr)
-            return "fp16"
-        return AMP_DTYPES[wanted]
-    if os.environ.get("WHISPERFT_CPU_AMP") == "1" and wanted == "bfloat16":
-        return "bf16"
-    print("note: --use-amp ignored on CPU: bf16 autocast measured ~17x slower than fp32 here "
-          "(bench/bench_train.py); set WHISPERFT_CPU_AMP=1 to force it", file=sys.stderr)
-    return "no"
 
 
 def save_checkpoint(bundle, path: Path, train_state: dict | None = None,
@@ -190,12 +172,18 @@ def check_config(cfg: TrainConfig) -> None:
     for name in ("prompt_use_rate", "no_timestamps_rate"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise UserError(f"{flag(name)} must be between 0 and 1")
+    if cfg.best_by not in ("loss", "wer"):
+        raise UserError(f"--best-by {cfg.best_by}: use loss or wer")
+    if cfg.best_by == "wer" and not (cfg.eval_wer > 0 and cfg.dev_json):
+        raise UserError("--best-by wer needs --eval-wer N (N > 0) and --dev-json: "
+                        "WER is measured on validation data")
+    check_report_to(cfg.report_to)
 
 
 def make_accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
 
-    from .devices import choose_device
+    from .devices import choose_device, mixed_precision
 
     probe = torch.device(choose_device(cfg.device))
     kwargs = []
@@ -203,7 +191,8 @@ def make_accelerator(cfg: TrainConfig):
         from accelerate.utils import InitProcessGroupKwargs
 
         kwargs.append(InitProcessGroupKwargs(backend="gloo"))
-    return Accelerator(cpu=probe.type == "cpu", mixed_precision=mixed_precision(cfg, probe), kwargs_handlers=kwargs)
+    return Accelerator(cpu=probe.type == "cpu", mixed_precision=mixed_precision(cfg.use_amp, probe),
+                       kwargs_handlers=kwargs, **accelerator_kwargs(cfg.report_to, cfg.save_dir))
 
 
 def load_for_training(cfg: TrainConfig, train_state: dict | None):
@@ -268,7 +257,7 @@ def make_loaders(cfg: TrainConfig, train_set, dev_set, layout, world: int, rank:
 @dataclass
 class _Run:
     """One run as the loop, validation and checkpoints share it: what set-up built, and where
-    training stands (best validation loss, every metrics.jsonl entry)."""
+    training stands (best validation loss and WER, every metrics.jsonl entry)."""
 
     cfg: TrainConfig
     accelerator: Any
@@ -285,6 +274,7 @@ class _Run:
     save_dir: Path
     start_step: int = 0
     best_loss: float = math.inf
+    best_wer: float = math.inf  # with --eval-wer
     history: list[dict] = field(default_factory=list)
     train_loader: Any = None
     dev_loader: Any = None  # None without --dev-json
@@ -334,12 +324,14 @@ def _set_up(cfg: TrainConfig) -> _Run:
     if train_state is not None:
         run.start_step, run.best_loss, run.history = restore_train_state(train_state, cfg, optimizer, names,
                                                                          accelerator.scaler)
+        run.best_wer = float(train_state.get("best_wer", math.inf))  # absent from older checkpoints
     workers = cfg.num_workers if cfg.num_workers is not None else (4 if device.type == "cuda" else 0)
     run.train_loader, run.dev_loader = make_loaders(cfg, train_set, dev_set, layout, world, rank, run.start_step,
                                                     workers)
     if cfg.train_only_decoder and cfg.cache_encoder_outputs:
         run.enc_cache = _build_encoder_cache(run)
     _start_run_folder(run, notes)
+    start_tracking(accelerator, cfg)
     return run
 
 
@@ -388,8 +380,10 @@ def _say(run: _Run, message: str) -> None:
 
 
 def _log(run: _Run, entry: dict) -> None:
-    """One metrics.jsonl entry, kept in the history too (resume and the loss curve read it)."""
+    """One metrics.jsonl entry, kept in the history too (resume and the loss curve read it), and
+    given to the --report-to tracker."""
     run.history.append(entry)
+    track(run.accelerator, entry)
     if run.main:
         with open(run.save_dir / "metrics.jsonl", "a", encoding="utf-8", newline="\n") as fh:
             fh.write(json.dumps(entry) + "\n")
@@ -399,7 +393,7 @@ def _resume_state(run: _Run, step: int) -> dict:
     """Everything `--resume` needs to continue exactly after `step`."""
     cfg, scaler = run.cfg, run.accelerator.scaler
     state = {"step": step, "optimizer": run.optimizer.state_dict(), "best_loss": run.best_loss,
-             "rng": rng_state(), "history": json.dumps(run.history),
+             "best_wer": run.best_wer, "rng": rng_state(), "history": json.dumps(run.history),
              "config": json.dumps(dataclasses.asdict(cfg)), "param_names": run.names,
              "world": run.world, "train_data_sha256": run.train_fingerprint,
              "scaler": scaler.state_dict() if scaler is not None else None}
@@ -423,8 +417,9 @@ def _checkpoint(run: _Run, step: int, name: str, with_state: bool, dtype=torch.f
 
 
 def _validate(run: _Run, step: int) -> None:
-    """Validation loss (and WER with --eval-wer) after `step`, logged and plotted; best_model.pt
-    when it improves. Without validation data best_model.pt is written every time."""
+    """Validation loss (with --eval-wer also WER, timestamp error and marks of hallucination)
+    after `step`, logged and plotted; best_model.pt when the --best-by measure improves. Without
+    validation data best_model.pt is written every time."""
     if run.dev_loader is None:
         _checkpoint(run, step, "best_model.pt", with_state=False, dtype=torch.float16)
         return
@@ -433,16 +428,26 @@ def _validate(run: _Run, step: int) -> None:
     dev_loss = evaluate_loss(run.net, dev_batches, run.device, run.accelerator.autocast)
     entry = {"step": step, "dev_loss": dev_loss}
     if run.cfg.eval_wer and run.main:
-        entry["dev_wer"] = evaluate_wer(run.bundle, run.dev_set, run.layout, run.cfg.eval_wer, run.device)
-    improved = dev_loss < run.best_loss
+        entry.update(evaluate_decoding(run.bundle, run.dev_set, run.layout, run.cfg.eval_wer, run.device))
+    improved = _improves(run, entry)
     if improved:
-        run.best_loss = dev_loss
         _checkpoint(run, step, "best_model.pt", with_state=False, dtype=torch.float16)
     _log(run, entry)
     if run.main:
-        wer = f" | WER {entry['dev_wer']:.2%}" if "dev_wer" in entry else ""
-        _say(run, f"Validation loss: {dev_loss:.4f}{wer}{' (new best!)' if improved else ''}")
+        _say(run, f"Validation loss: {dev_loss:.4f}{describe_decoding(entry)}{' (new best!)' if improved else ''}")
         plot_loss_curve(run.history, run.save_dir / "loss_curve.png")
+
+
+def _improves(run: _Run, entry: dict) -> bool:
+    """Whether the validation `entry` beats the best so far by --best-by; the bests follow it.
+    Only the main process decodes (the others never see a better WER), and only it saves."""
+    wer = entry.get("dev_wer")
+    better = {"loss": entry["dev_loss"] < run.best_loss, "wer": wer is not None and wer < run.best_wer}
+    if better["loss"]:
+        run.best_loss = entry["dev_loss"]
+    if better["wer"]:
+        run.best_wer = wer
+    return better[run.cfg.best_by]
 
 
 # --------------------------------------------------------------------------------------------
