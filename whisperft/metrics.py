@@ -242,8 +242,8 @@ class EvaluateOptions:
                                          "- before)", metavar="BEFORE_DIR")
     probes: str | None = opt(None, help="transcribe generated non-speech probes (10 s each of "
                                         "silence, white noise, mains hum and music) with this "
-                                        "model (at temperature 0, no sampling fallback) and report "
-                                        "the words it writes on each (0 is right)", metavar="MODEL")
+                                        "model and report the words it writes on each (0 is "
+                                        "right)", metavar="MODEL")
     probes_before: str | None = opt(None, help="with --compare: the model to probe for the "
                                                "before folder", metavar="MODEL")
     silence_gap: float = opt(1.0, help="seconds without a reference cue that count as a "

@@ -58,15 +58,12 @@ def probe_signals(seconds: float = PROBE_SECONDS, sample_rate: int = SAMPLE_RATE
 
 
 def transcribe_probes(model: str, count_words: Callable[[str], int]) -> list[dict]:
-    """Each probe transcribed by `model` (any name `transcribe` takes) as `transcribe` decodes
-    at temperature 0 (beam search, no-speech skipping), without the sampling fallback: the
-    model's own most likely text for the sound, and quick, where the fallback samples up to
-    six temperatures on every window a looping model writes.
+    """Each probe transcribed by `model` (any name `transcribe` takes; its default options):
     [{"name", "words" (count_words of the text), "text"}], in PROBE_NAMES order."""
     from .transcribe import load_transcriber
     from .transcription import TranscribeOptions
 
-    runner = load_transcriber(TranscribeOptions(model=model, temperature_increment=0.0))
+    runner = load_transcriber(TranscribeOptions(model=model))
     signals = probe_signals()
     results = dict(runner.run(list(signals.items())))
     out = []
