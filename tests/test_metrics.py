@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from whisperft.errors import UserError
-from whisperft.metrics import Counts, EvaluateOptions, evaluate, get_normalizer, score
+from whisperft.metrics import Counts, EvaluateOptions, evaluate, score
+from whisperft.normalizers import get_normalizer
 from whisperft.subtitles import Cue
 from whisperft.transcription import Segment, Transcript
 from whisperft.writers import to_json, write_subtitles

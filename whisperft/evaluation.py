@@ -83,11 +83,6 @@ def greedy_decodes(bundle, dataset, layout, n: int, device) -> list[tuple[str, l
     return out
 
 
-def evaluate_wer(bundle, dataset, layout, n: int, device) -> float:
-    """WER of greedy decoding (timestamps on, previous text as prompt) on the first n examples."""
-    return evaluate_decoding(bundle, dataset, layout, n, device)["dev_wer"]
-
-
 def evaluate_decoding(bundle, dataset, layout, n: int, device) -> dict:
     """What greedy decoding of the first n examples shows, as metrics.jsonl keys: `dev_wer`; the
     start error of the segments matched to reference segments by text (median and 90th
