@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from . import demo, exporting, metrics, prepare, train, transcribe, transcription
+from . import datacheck, demo, exporting, metrics, prepare, train, transcribe, transcription
 from .errors import UserError
 from .options import add_dataclass_arguments, dataclass_from_args
 
@@ -15,6 +15,9 @@ from .options import add_dataclass_arguments, dataclass_from_args
 COMMANDS = {
     "prepare": (prepare.PrepareOptions, prepare.prepare,
                 "turn audio + SRT/VTT (or clip lists) into a JSONL manifest of 30 s windows"),
+    "check-data": (datacheck.CheckOptions, datacheck.check_data,
+                   "check subtitles against their audio: timing offset/drift, cue text vs what a "
+                   "model hears, cues without speech, past the end or overlapping"),
     "train": (train.TrainConfig, train.train, "fine-tune a Whisper model on prepared manifests"),
     "transcribe": (transcription.TranscribeOptions, transcribe.transcribe_dir,
                    "transcribe a folder of audio into SRT/VTT/TXT/JSON"),

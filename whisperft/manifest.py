@@ -58,6 +58,8 @@ class Record:
     source: str | None = None  # the original recording, when audio_path is a dumped window
     features_path: str | None = None  # precomputed log-mel, float16 .npy of shape (n_mels, 3000)
     n_mels: int | None = None  # mel bins of features_path (80, or 128 for large-v3/turbo)
+    # what prepare's data check changed in this example's recording (timing, cues left out)
+    repairs: dict | None = None
 
     @property
     def offset(self) -> float:
@@ -166,6 +168,7 @@ def _record_from(data, where: str, folder: Path) -> Record:
         source=resolve("source"),
         features_path=resolve("features_path"),
         n_mels=n_mels,
+        repairs=data.get("repairs") if isinstance(data.get("repairs"), dict) else None,
     )
 
 

@@ -80,6 +80,18 @@ class PrepareOptions:
     precompute_features: bool = opt(True, "store each example's log-mel (float16 .npy) in the dump "
                                           "folder so training skips decoding and the STFT")
     overwrite: bool = opt(False, "replace an existing --output (the dump folder's files are rewritten)")
+    check: bool = opt(False, "check the subtitles against the audio first (as check-data does) and "
+                             "write the findings beside --output (OUTPUT-STEM_check.json/.html)")
+    fix_timing: bool = opt(False, "move each file's cues onto the speech by its estimated offset/drift "
+                                  "(only where the estimate is sure and the cues are off; voice-activity "
+                                  "detection, no model pass)")
+    max_cue_wer: float | None = opt(None, "leave out cues whose text disagrees with what --check-model "
+                                          "hears by more than this WER (e.g. 0.5); their audio is kept "
+                                          "out of the windows too")
+    check_model: str = opt("tiny.en", "model that listens for --check/--max-cue-wer: the one you will "
+                                      "fine-tune")
+    check_report: str | None = opt(None, "findings of an earlier check-data run on these files, used "
+                                         "instead of checking again")
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,6 +232,7 @@ def _prepare_recordings(opts: PrepareOptions, language: str, dump_dir: Path | No
     if not pairs:
         raise UserError(f"{audio_dir}: no audio file with a matching .srt/.vtt in {transcript_dir}")
 
+    findings = _findings(pairs, opts, language)
     records: list[Record] = []
     silence_seen = 0
     for audio_path, transcript_path in tqdm(pairs, unit="file", desc="preparing", disable=None):
@@ -231,6 +244,12 @@ def _prepare_recordings(opts: PrepareOptions, language: str, dump_dir: Path | No
         except UserError as exc:
             tally.fail(str(exc))
             continue
+        changes = None
+        if findings is not None:
+            from .repairs import findings_for, repair
+
+            cues, changes = repair(cues, findings_for(findings, audio_path), fix_timing=opts.fix_timing,
+                                   max_cue_wer=opts.max_cue_wer)
         duration = len(audio) / SAMPLE_RATE
         windows, skips = split_into_windows(
             cues, duration, count_tokens=count_tokens,
@@ -244,7 +263,7 @@ def _prepare_recordings(opts: PrepareOptions, language: str, dump_dir: Path | No
         tally.audio_seconds += duration
         for w in windows:
             record = Record(audio_path=str(audio_path), text=w.text, language=language, prompt=w.prompt,
-                            start=w.start, duration=w.duration)
+                            start=w.start, duration=w.duration, repairs=changes)
             if dump_dir is not None:
                 first = int(round(w.start * SAMPLE_RATE))
                 piece = audio[first:first + int(round(w.duration * SAMPLE_RATE))]
@@ -254,6 +273,37 @@ def _prepare_recordings(opts: PrepareOptions, language: str, dump_dir: Path | No
             tally.windows += 1
             tally.speech_seconds += speech_seconds(w.text)
     return records
+
+
+def _findings(pairs, opts: PrepareOptions, language: str) -> dict[str, dict] | None:
+    """The data check's findings per recording when a repair or the check is asked for: read
+    from --check-report, or found now (a transcription pass only when text is judged)."""
+    if not (opts.check or opts.fix_timing or opts.max_cue_wer is not None):
+        return None
+    from .repairs import read_findings
+
+    if opts.check_report:
+        return read_findings(opts.check_report)
+    from .datacheck import check_pairs, findings_json
+    from .fileio import write_json_atomic
+
+    transcriber = None
+    if opts.check or opts.max_cue_wer is not None:
+        from .transcribe import load_transcriber
+        from .transcription import TranscribeOptions
+
+        transcriber = load_transcriber(TranscribeOptions(model=opts.check_model, language=language, beam_size=1))
+    files = check_pairs(pairs, language, transcriber)
+    data = findings_json(files)
+    output = Path(opts.output)
+    report = output.with_name(output.stem + "_check.json")
+    write_json_atomic(report, data)
+    if transcriber is not None:
+        from .datacheck_page import write_check_page
+
+        write_check_page(data, report.with_suffix(".html"))
+    _say(f"data check: {data['summary']['cues_sound']} of {data['summary']['cues']} cues look sound -> {report}")
+    return read_findings(report)
 
 
 def _report_skips(audio_path: Path, skips: list[Skip], tally: _Tally) -> None:

@@ -53,6 +53,7 @@ OVERLAPPING_CUES = "overlapping cues"
 OUTSIDE_AUDIO = "cue outside the audio"
 TOO_MANY_TOKENS = "too many tokens"
 SILENCE_SUBSAMPLED = "silence subsampled"  # intended, not a problem
+LEFT_OUT = "cue left out by the data check"  # a cue given with `skip_reason` set (prepare --max-cue-wer)
 
 
 @dataclass
@@ -154,6 +155,7 @@ def _prepare_cues(cues, audio_ms: int, language: str, normalize_unicode: bool,
                               f"{format_seconds(audio_ms)}): {text[:50]!r}"))
             continue
         reason = OUTSIDE_AUDIO if start < 0 or end > audio_ms + AUDIO_END_TOLERANCE_MS else None
+        reason = getattr(cue, "skip_reason", None) or reason
         spaced = text if language in NO_SPACE_LANGUAGES else " " + text
         items.append(_Cue(max(start, 0), min(end, audio_ms), spaced, reason, (start, end)))
     items.sort(key=lambda c: (c.start, c.end))
@@ -200,9 +202,9 @@ def _prepare_cues(cues, audio_ms: int, language: str, normalize_unicode: bool,
                   REVERSED_CUE: f"it ends at {format_seconds(max(end, 0))}",
                   OVERLAPPING_CUES: "times overlap",
                   OUTSIDE_AUDIO: f"it ends at {format_seconds(max(end, 0))}, the audio at "
-                                 f"{format_seconds(audio_ms)}"}[c.reason]
+                                 f"{format_seconds(audio_ms)}"}.get(c.reason, "")
         skips.append(Skip(c.reason, max(start, 0) / 1000,
-                          f"{format_seconds(max(start, 0))}: cue skipped ({c.reason}: {detail}): "
+                          f"{format_seconds(max(start, 0))}: cue skipped ({c.reason}{': ' + detail if detail else ''}): "
                           f"{c.text.strip()[:50]!r}"))
     return [c for c in items if not c.reason], barriers
 

@@ -1,0 +1,79 @@
+"""How far each cue's text agrees with what a model heard: the recognised words of a whole
+recording are aligned to the words of all its cues at once (so a cue's words are found even
+when the cue is timed wrong), and each cue is scored on the words aligned to it. No torch."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from .normalizers import get_normalizer
+from .quality import HasTiming, units
+from .tokens import NO_SPACE_LANGUAGES
+
+
+def _timed_units(segments: Sequence[HasTiming], language: str, normalize) -> tuple[list[str], list[float]]:
+    """The recognised units in order, each with a time: spread evenly over its segment."""
+    found, times = [], []
+    for seg in segments:
+        words = units(normalize(seg.text), language)
+        step = (seg.end - seg.start) / max(len(words), 1)
+        found += words
+        times += [seg.start + (k + 0.5) * step for k in range(len(words))]
+    return found, times
+
+
+def _distance(t: float, span: tuple[float, float]) -> float:
+    return max(span[0] - t, t - span[1], 0.0)
+
+
+def cue_agreement(texts: Sequence[str], spans: Sequence[tuple[float, float]],
+                  segments: Sequence[HasTiming], language: str = "en"
+                  ) -> list[tuple[float, float, str] | None]:
+    """(WER, CER, heard text) of each cue text against the recognised `segments`, None for a
+    cue without words. `spans` are the cues' (corrected) times: a recognised word the
+    alignment leaves between two cues goes to the one nearer in time."""
+    import jiwer
+
+    normalize = get_normalizer("auto", language)
+    ref, owner = [], []
+    for k, text in enumerate(texts):
+        words = units(normalize(text), language) if text else []
+        ref += words
+        owner += [k] * len(words)
+    hyp, hyp_time = _timed_units(segments, language, normalize)
+    errors = [0] * len(texts)
+    heard: list[list[tuple[int, str]]] = [[] for _ in texts]
+    if ref and hyp:
+        chunks = jiwer.process_words(" ".join(ref), " ".join(hyp)).alignments[0]
+    else:
+        chunks = []
+        errors = [sum(1 for o in owner if o == k) for k in range(len(texts))]
+    for chunk in chunks:
+        if chunk.type == "insert":
+            before = owner[chunk.ref_start_idx - 1] if chunk.ref_start_idx > 0 else None
+            after = owner[chunk.ref_start_idx] if chunk.ref_start_idx < len(owner) else None
+            for j in range(chunk.hyp_start_idx, chunk.hyp_end_idx):
+                options = [k for k in (before, after) if k is not None]
+                k = min(options, key=lambda c: _distance(hyp_time[j], spans[c]))
+                errors[k] += 1
+                heard[k].append((j, hyp[j]))
+            continue
+        for r in range(chunk.ref_start_idx, chunk.ref_end_idx):
+            errors[owner[r]] += chunk.type != "equal"
+        if chunk.type in ("equal", "substitute"):
+            for r, j in zip(range(chunk.ref_start_idx, chunk.ref_end_idx),
+                            range(chunk.hyp_start_idx, chunk.hyp_end_idx)):
+                heard[owner[r]].append((j, hyp[j]))
+    joiner = "" if language in NO_SPACE_LANGUAGES else " "
+    out: list[tuple[float, float, str] | None] = []
+    for k, text in enumerate(texts):
+        n = owner.count(k)
+        if n == 0:
+            out.append(None)
+            continue
+        said = joiner.join(w for _, w in sorted(heard[k]))
+        written = joiner.join(ref[r] for r in range(len(ref)) if owner[r] == k)
+        cer = jiwer.cer(written, said) if said else 1.0
+        out.append((errors[k] / n, float(cer), said))
+    return out
+
