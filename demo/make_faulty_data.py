@@ -141,13 +141,14 @@ SILENCE_PAUSE_S = 4.0  # the pause a silence cue is placed in
 SILENCE_CUE_S = 2.0
 
 
-def _render(name: str, voice, sentences, workdir: Path, silence_at: int | None):
-    """(audio, true cues) of the sentences read with pauses; with `silence_at`, a pause of
-    SILENCE_PAUSE_S before that sentence and a cue over its middle (returned separately)."""
+def _render(name: str, voice, sentences, workdir: Path, silence_at: int | None, lead_in: float):
+    """(audio, true cues) of the sentences read with pauses after `lead_in` seconds of silence;
+    with `silence_at`, a pause of SILENCE_PAUSE_S before that sentence and a cue over its
+    middle (returned separately)."""
     md = _make_data()
     rng = random.Random(f"whisperft-faulty/{name}")
     rate = md.SAMPLE_RATE
-    pieces = [np.zeros(round(md.LEAD_IN_S * rate), np.float32)]
+    pieces = [np.zeros(round(lead_in * rate), np.float32)]
     cursor = pieces[0].size
     cues, silence_span = [], None
     for i, text in enumerate(sentences):
@@ -167,7 +168,7 @@ def _render(name: str, voice, sentences, workdir: Path, silence_at: int | None):
     return np.concatenate(pieces), cues, silence_span
 
 
-def _plan(n_files: int, rng: random.Random) -> list[dict]:
+def _plan(n_files: int) -> list[dict]:
     """Which faults each file gets: file 0 clean; timing faults dealt round the rest."""
     plans = []
     for i in range(n_files):
@@ -199,7 +200,7 @@ def make_faulty_set(out_dir: str | Path, *, n_files: int = 8, per_file: int = 10
     md = _make_data()
     out = Path(out_dir)
     rng = random.Random(seed)
-    plans = _plan(n_files, rng) if not clean else [
+    plans = _plan(n_files) if not clean else [
         {"offset": 0.0, "rate": 1.0, "silence": False, "past_end": False, "wrong": False}] * n_files
     n_cues = n_files * per_file
     wrong_pool = list(wrong_texts)
@@ -213,7 +214,9 @@ def make_faulty_set(out_dir: str | Path, *, n_files: int = 8, per_file: int = 10
             name = f"rec{i + 1:02d}_{voices[i % len(voices)]}"
             chosen = tuple(sentences[(i * per_file + k) % len(sentences)] for k in range(per_file))
             silence_at = per_file // 2 if plan["silence"] else None
-            audio, cues, silence_span = _render(name, voices[i % len(voices)], chosen, Path(tmp), silence_at)
+            # cues shifted early must not fall before 0 s (no subtitle file can say that)
+            lead_in = md.LEAD_IN_S + max(0.0, -plan["offset"])
+            audio, cues, silence_span = _render(name, voices[i % len(voices)], chosen, Path(tmp), silence_at, lead_in)
             duration = audio.size / md.SAMPLE_RATE
             faulty = [(s, e, wrong_pool.pop() if (i, k) in wrong_slots else t) for k, (s, e, t) in enumerate(cues)]
             wrong = [k + 1 for k in range(per_file) if (i, k) in wrong_slots]
@@ -227,7 +230,6 @@ def make_faulty_set(out_dir: str | Path, *, n_files: int = 8, per_file: int = 10
                 faulty.append((duration + 0.5, duration + 3.0, wrong_pool.pop()))
                 past_end = [len(faulty)]
             timed = [(plan["rate"] * s + plan["offset"], plan["rate"] * e + plan["offset"], t) for s, e, t in faulty]
-            timed = [(max(s, 0.0), max(e, 0.0), t) for s, e, t in timed]
             for folder, content in (("subtitles", _to_srt(timed)), ("clean", _to_srt(cues))):
                 path = out / folder / f"{name}.srt"
                 path.parent.mkdir(parents=True, exist_ok=True)

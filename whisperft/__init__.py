@@ -24,6 +24,8 @@ _ENTRY_POINTS = {
     "TranscribeOptions": "transcription", "transcribe_file": "transcribe", "transcribe_audio": "transcribe",
     "transcribe_dir": "transcribe", "Segment": "transcription", "Transcript": "transcription",
     "EvaluateOptions": "metrics", "evaluate": "metrics", "score": "metrics",
+    "CheckOptions": "datacheck", "check_data": "datacheck", "check_recording": "datacheck",
+    "estimate_timing": "sync",
     "UserError": "errors",
 }
 __all__ = ["__version__", *_ENTRY_POINTS]

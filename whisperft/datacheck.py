@@ -28,7 +28,10 @@ from .sync import TimingFit, estimate_timing
 from .windows import AUDIO_END_TOLERANCE_MS, OVERLAP_TOLERANCE_MS, join_cue_lines
 
 NO_SPEECH_SHARE = 0.2  # a cue with less of its time heard as speech than this has no speech
-DEFAULT_MAX_CUE_WER = 0.5  # check-data flags a cue whose text disagrees more than this
+# check-data flags a cue whose character error rate against what the model heard is above this.
+# Characters rather than words: a misheard word keeps most of its letters ("mangett" for "market"),
+# so a model's slips cost a correct cue less, while a cue of wrong text stays near 100%.
+DEFAULT_MAX_CUE_CER = 0.5
 
 # Problem kinds, worst first (the page and the JSON list problems in this order).
 UNREADABLE = "unreadable"
@@ -49,8 +52,8 @@ class CheckOptions:
     transcript_dir: str | None = opt(None, "folder of .srt/.vtt transcripts (default: --audio-dir)")
     model: str = opt("tiny.en", "model that listens: the one you will fine-tune (name, Hub id, folder, .pt)")
     language: str = opt("en", "language of the data: a code or a name")
-    max_cue_wer: float = opt(DEFAULT_MAX_CUE_WER, "flag a cue whose text disagrees with what the "
-                                                  "model heard by more than this WER (0.5 = half its words)")
+    max_cue_cer: float = opt(DEFAULT_MAX_CUE_CER, "flag a cue whose text disagrees with what the model "
+                                                  "heard by more than this character error rate")
     json: str = opt("data_check.json", "where to write the findings (JSON)")
     html: str | None = opt(None, "also write the findings as a self-contained HTML page")
     beam_size: int = opt(1, "beam width of the transcription pass (1 = greedy, fastest)")
@@ -160,7 +163,7 @@ def _speech(check: FileCheck, speech: list[tuple[float, float]]) -> None:
                                           1 - cue.speech_share))
 
 
-def _agreement(check: FileCheck, segments, language: str, max_cue_wer: float) -> None:
+def _agreement(check: FileCheck, segments, language: str, max_cue_cer: float) -> None:
     """Per-cue WER/CER of the cue text against the recognised words aligned to it."""
     from .agreement import cue_agreement
 
@@ -170,15 +173,15 @@ def _agreement(check: FileCheck, segments, language: str, max_cue_wer: float) ->
         if found is None:
             continue
         cue.wer, cue.cer, cue.heard = found
-        if cue.wer > max_cue_wer and NO_SPEECH not in cue.problems:
+        if cue.cer > max_cue_cer and NO_SPEECH not in cue.problems:
             cue.problems.append(TEXT)
             check.problems.append(Problem(TEXT, f"cue {cue.index} ({cue.start:.2f} s) text disagrees with "
-                                                f"the audio (WER {100 * cue.wer:.0f}%): {cue.text[:60]!r}, "
-                                                f"heard {cue.heard[:60]!r}", cue.index, cue.wer))
+                                                f"the audio (CER {100 * cue.cer:.0f}%, WER {100 * cue.wer:.0f}%): {cue.text[:60]!r}, "
+                                                f"heard {cue.heard[:60]!r}", cue.index, cue.cer))
 
 
 def check_recording(audio, cues, audio_path: str, subtitle_path: str, *, segments=None,
-                    language: str = "en", max_cue_wer: float = DEFAULT_MAX_CUE_WER) -> FileCheck:
+                    language: str = "en", max_cue_cer: float = DEFAULT_MAX_CUE_CER) -> FileCheck:
     """The findings for one recording (16 kHz samples) and its cues; `segments`, the model's
     transcription of it (anything with .start/.end/.text), adds the text agreement per cue."""
     from .audio import SAMPLE_RATE
@@ -191,7 +194,7 @@ def check_recording(audio, cues, audio_path: str, subtitle_path: str, *, segment
     _structure(check, language)
     _speech(check, speech)
     if segments is not None:
-        _agreement(check, segments, language, max_cue_wer)
+        _agreement(check, segments, language, max_cue_cer)
     check.problems.sort(key=lambda p: (PROBLEM_ORDER.index(p.kind), -p.weight, p.cue or 0))
     return check
 
@@ -236,7 +239,7 @@ def _loaded(pairs, failed: list[FileCheck]):
         yield i, (audio, cues, audio_path, subtitle_path)
 
 
-def check_pairs(pairs, language: str, transcriber=None, max_cue_wer: float = DEFAULT_MAX_CUE_WER,
+def check_pairs(pairs, language: str, transcriber=None, max_cue_cer: float = DEFAULT_MAX_CUE_CER,
                 progress: Callable | None = None) -> list[FileCheck]:
     """Findings for (audio path, subtitle path) pairs; with a `transcriber` (a loaded backend,
     see transcribe.load_transcriber) one transcription pass adds the per-cue text agreement.
@@ -246,7 +249,7 @@ def check_pairs(pairs, language: str, transcriber=None, max_cue_wer: float = DEF
     results: dict[int, FileCheck] = {}
     if transcriber is None:
         for i, (audio, cues, a, s) in loaded.items():
-            results[i] = check_recording(audio, cues, a, s, language=language, max_cue_wer=max_cue_wer)
+            results[i] = check_recording(audio, cues, a, s, language=language, max_cue_cer=max_cue_cer)
             if progress:
                 progress()
     else:
@@ -256,7 +259,7 @@ def check_pairs(pairs, language: str, transcriber=None, max_cue_wer: float = DEF
                 failed.append(FileCheck(str(a), str(s), problems=[Problem(UNREADABLE, f"{a}: {result}")]))
                 continue
             results[i] = check_recording(audio, cues, a, s, segments=result.segments, language=language,
-                                         max_cue_wer=max_cue_wer)
+                                         max_cue_cer=max_cue_cer)
             if progress:
                 progress()
     return [results[i] for i in sorted(results)] + failed
@@ -300,7 +303,7 @@ def file_json(check: FileCheck) -> dict:
 def findings_json(files: list[FileCheck], opts: CheckOptions | None = None) -> dict:
     data = {"summary": summarize(files), "files": [file_json(f) for f in files]}
     if opts is not None:
-        data["settings"] = {"model": opts.model, "language": opts.language, "max_cue_wer": opts.max_cue_wer,
+        data["settings"] = {"model": opts.model, "language": opts.language, "max_cue_cer": opts.max_cue_cer,
                             "beam_size": opts.beam_size}
     return data
 
@@ -322,8 +325,8 @@ def check_data(opts: CheckOptions) -> int:
 
     if not opts.audio_dir:
         raise UserError("check-data needs --audio-dir")
-    if not 0 <= opts.max_cue_wer:
-        raise UserError("--max-cue-wer must be 0 or more")
+    if not 0 <= opts.max_cue_cer:
+        raise UserError("--max-cue-cer must be 0 or more")
     language = language_code(opts.language, default="en")
     pairs, unreadable = _pairs(opts.audio_dir, opts.transcript_dir)
     for f in unreadable:
@@ -332,7 +335,7 @@ def check_data(opts: CheckOptions) -> int:
         model=opts.model, language=language, beam_size=opts.beam_size, backend=opts.backend,
         device=opts.device, threads=opts.threads))
     with tqdm(total=len(pairs), unit="file", desc="checking", file=sys.stderr, disable=None) as bar:
-        files = check_pairs(pairs, language, transcriber, opts.max_cue_wer, progress=lambda: bar.update(1))
+        files = check_pairs(pairs, language, transcriber, opts.max_cue_cer, progress=lambda: bar.update(1))
     files += unreadable
     data = findings_json(files, opts)
     write_json_atomic(opts.json, data)

@@ -88,7 +88,9 @@ class PrepareOptions:
     max_cue_wer: float | None = opt(None, "leave out cues whose text disagrees with what --check-model "
                                           "hears by more than this WER (e.g. 0.5); their audio is kept "
                                           "out of the windows too")
-    check_model: str = opt("tiny.en", "model that listens for --check/--max-cue-wer: the one you will "
+    max_cue_cer: float | None = opt(None, "the same by character error rate (e.g. 0.5; kinder to a "
+                                          "model's misheard words than WER)")
+    check_model: str = opt("tiny.en", "model that listens for --check/--max-cue-wer/--max-cue-cer: the one you will "
                                       "fine-tune")
     check_report: str | None = opt(None, "findings of an earlier check-data run on these files, used "
                                          "instead of checking again")
@@ -249,7 +251,7 @@ def _prepare_recordings(opts: PrepareOptions, language: str, dump_dir: Path | No
             from .repairs import findings_for, repair
 
             cues, changes = repair(cues, findings_for(findings, audio_path), fix_timing=opts.fix_timing,
-                                   max_cue_wer=opts.max_cue_wer)
+                                   max_cue_wer=opts.max_cue_wer, max_cue_cer=opts.max_cue_cer)
         duration = len(audio) / SAMPLE_RATE
         windows, skips = split_into_windows(
             cues, duration, count_tokens=count_tokens,
@@ -278,7 +280,8 @@ def _prepare_recordings(opts: PrepareOptions, language: str, dump_dir: Path | No
 def _findings(pairs, opts: PrepareOptions, language: str) -> dict[str, dict] | None:
     """The data check's findings per recording when a repair or the check is asked for: read
     from --check-report, or found now (a transcription pass only when text is judged)."""
-    if not (opts.check or opts.fix_timing or opts.max_cue_wer is not None):
+    judge_text = opts.max_cue_wer is not None or opts.max_cue_cer is not None
+    if not (opts.check or opts.fix_timing or judge_text):
         return None
     from .repairs import read_findings
 
@@ -288,7 +291,7 @@ def _findings(pairs, opts: PrepareOptions, language: str) -> dict[str, dict] | N
     from .fileio import write_json_atomic
 
     transcriber = None
-    if opts.check or opts.max_cue_wer is not None:
+    if opts.check or judge_text:
         from .transcribe import load_transcriber
         from .transcription import TranscribeOptions
 
@@ -517,6 +520,11 @@ def prepare(opts: PrepareOptions) -> int:
     check_window_options(opts.timestamp_resolution, opts.max_prompt_length, opts.max_tokens_length,
                          opts.subsampling_factor_for_silence)
     language = language_code(opts.language, default="en")
+    for name in ("max_cue_wer", "max_cue_cer"):
+        if getattr(opts, name) is not None and not getattr(opts, name) >= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be 0 or more")
+    if opts.check_report and not Path(opts.check_report).is_file():
+        raise UserError(f"--check-report {opts.check_report}: no such file (write one with check-data)")
 
     data_file = Path(opts.data_file) if opts.data_file else None
     if data_file is None and opts.audio_dir and not opts.transcript_dir:

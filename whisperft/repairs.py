@@ -43,11 +43,12 @@ def findings_for(findings: dict[str, dict], audio_path: Path) -> dict | None:
     return findings.get(str(audio_path.absolute())) or findings.get(audio_path.name)
 
 
-def repair(cues, finding: dict | None, *, fix_timing: bool, max_cue_wer: float | None
-           ) -> tuple[list[RepairedCue], dict | None]:
+def repair(cues, finding: dict | None, *, fix_timing: bool, max_cue_wer: float | None = None,
+           max_cue_cer: float | None = None) -> tuple[list[RepairedCue], dict | None]:
     """(the cues to cut windows from, what was changed or None). Timing is corrected only where
     the check was sure and found the cues off; a cue is left out when its WER is above
-    `max_cue_wer` (cues over silence score 100%: their words are all missing)."""
+    `max_cue_wer` or its CER above `max_cue_cer` (cues over silence score 100%: their words
+    are all missing)."""
     out = [RepairedCue(c.start, c.end, c.text) for c in cues]
     if finding is None:
         return out, None
@@ -58,15 +59,17 @@ def repair(cues, finding: dict | None, *, fix_timing: bool, max_cue_wer: float |
         for c in out:
             c.start, c.end = (c.start - offset) / rate, (c.end - offset) / rate
         changes["timing"] = {"offset": round(offset, 3), "rate": round(rate, 5)}
-    if max_cue_wer is not None:
+    limits = {"wer": max_cue_wer, "cer": max_cue_cer}
+    if any(v is not None for v in limits.values()):
         by_index = {c.get("index"): c for c in finding.get("cues", []) if isinstance(c, dict)}
         left_out = []
         for k, c in enumerate(out, start=1):
-            wer = (by_index.get(k) or {}).get("wer")
-            if wer is not None and wer > max_cue_wer:
+            found = by_index.get(k) or {}
+            if any(limit is not None and found.get(rate) is not None and found[rate] > limit
+                   for rate, limit in limits.items()):
                 c.skip_reason = LEFT_OUT
                 left_out.append(k)
         if left_out:
             changes["left_out_cues"] = left_out
-            changes["max_cue_wer"] = max_cue_wer
+            changes.update({f"max_cue_{rate}": limit for rate, limit in limits.items() if limit is not None})
     return out, changes or None

@@ -1,0 +1,233 @@
+"""check-data and the repairs of create_data.py: timing offset/drift, cue text against what the
+model hears, cues without speech or past the end; --fix-timing, --max-cue-wer."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from whisperft import CheckOptions, check_data, estimate_timing
+from whisperft.agreement import cue_agreement
+from whisperft.manifest import read_manifest
+from whisperft.repairs import RepairedCue, repair
+from whisperft.subtitles import Cue
+from whisperft.sync import TIMING_TOLERANCE
+from whisperft.windows import LEFT_OUT, split_into_windows
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _faulty_module():
+    spec = importlib.util.spec_from_file_location("whisperft_faulty_data", REPO / "demo" / "make_faulty_data.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- timing, on made-up speech (pure) -------------------------------------------------------
+
+def _sentences(seed: int, n: int = 14) -> list[tuple[float, float]]:
+    """Speech intervals of a made-up recording: sentences of 2-5 s, pauses of 0.3-0.9 s."""
+    rng = random.Random(seed)
+    t, out = 0.5, []
+    for _ in range(n):
+        length = rng.uniform(2, 5)
+        out.append((t, t + length))
+        t += length + rng.uniform(0.3, 0.9)
+    return out
+
+
+@pytest.mark.parametrize("offset,rate", [(0.0, 1.0), (0.5, 1.0), (-1.7, 1.0), (3.0, 1.0),
+                                         (0.0, 1.04), (1.2, 0.96), (-0.8, 1.02)])
+def test_timing_is_recovered_from_speech_intervals(offset, rate):
+    speech = _sentences(seed=int(offset * 10 + rate * 100))
+    duration = speech[-1][1] + 1.0
+    # detector edges are never exact: jitter them by up to 40 ms
+    rng = random.Random(1)
+    heard = [(s + rng.uniform(-0.04, 0.04), e + rng.uniform(-0.04, 0.04)) for s, e in speech]
+    cues = [(rate * s + offset, rate * e + offset) for s, e in speech]
+    fit = estimate_timing(cues, heard, duration)
+    assert fit.sure
+    assert abs(fit.offset - offset) < 0.1
+    assert abs(fit.rate - rate) < 0.005
+    assert fit.off(duration) == (offset != 0.0 or rate != 1.0)
+
+
+def test_clean_cues_have_no_drift_and_are_on_time():
+    speech = _sentences(seed=3)
+    fit = estimate_timing(speech, speech, speech[-1][1] + 1)
+    # Invariant: without a drift that the data pins down, none is reported.
+    assert fit.rate == 1.0 and abs(fit.offset) < 0.01 and not fit.off(speech[-1][1] + 1)
+
+
+def test_few_cues_leave_the_estimate_unsure():
+    speech = _sentences(seed=4, n=2)
+    fit = estimate_timing([(s + 1, e + 1) for s, e in speech], speech, 20.0)
+    assert fit is not None and not fit.sure
+    assert estimate_timing([], speech, 20.0) is None
+
+
+# --- text agreement (pure) ------------------------------------------------------------------
+
+class _Seg:
+    def __init__(self, start, end, text):
+        self.start, self.end, self.text = start, end, text
+
+
+def test_cue_agreement_scores_each_cue_on_the_words_aligned_to_it():
+    texts = ["the cat sat on the mat", "a completely different sentence was written here", "good night"]
+    spans = [(0.0, 2.0), (2.5, 5.0), (5.5, 6.5)]
+    heard = [_Seg(0.0, 2.0, "The cat sat on the mat."), _Seg(2.5, 5.0, "Birds fly south every winter."),
+             _Seg(5.5, 6.5, "Good night.")]
+    (w1, _, h1), (w2, c2, h2), (w3, _, _) = cue_agreement(texts, spans, heard)
+    assert w1 == 0.0 and h1 == "the cat sat on the mat"
+    assert w2 > 0.8 and c2 > 0.5 and "birds" in h2
+    assert w3 == 0.0
+    # an empty cue has nothing to score; no recognition at all is a full miss
+    assert cue_agreement(["", "hello there"], [(0, 1), (1, 2)], [])[0] is None
+    assert cue_agreement(["", "hello there"], [(0, 1), (1, 2)], [])[1][0] == 1.0
+
+
+# --- repairs and windows (pure) -------------------------------------------------------------
+
+def test_left_out_cues_keep_windows_clear_of_their_audio():
+    cues = [Cue(0.5 + 3 * k, 2.5 + 3 * k, f"sentence number {k}") for k in range(8)]
+    finding = {"timing": {"offset": 1.0, "rate": 1.0, "applied_by_fix_timing": True},
+               "cues": [{"index": 4, "wer": 0.9}, {"index": 5, "wer": 0.2}]}
+    fixed, changes = repair(cues, finding, fix_timing=True, max_cue_wer=0.5)
+    assert changes == {"timing": {"offset": 1.0, "rate": 1.0}, "left_out_cues": [4], "max_cue_wer": 0.5}
+    by_cer, _ = repair(cues, {"cues": [{"index": 2, "wer": 0.6, "cer": 0.3}, {"index": 3, "cer": 0.7}]},
+                       fix_timing=True, max_cue_cer=0.5)
+    assert [c.skip_reason for c in by_cer[1:3]] == [None, LEFT_OUT]
+    assert [c.start for c in fixed[:2]] == [-0.5, 2.5]
+    windows, skips = split_into_windows(fixed, 30.0, count_tokens=lambda t: len(t.split()))
+    left = fixed[3]
+    assert any(s.reason == LEFT_OUT for s in skips)
+    for w in windows:  # no window holds audio of the left-out cue, and its text is nowhere
+        assert w.start + w.duration <= left.start + 1e-6 or w.start >= left.end - 1e-6
+        assert "sentence number 3" not in w.text and "sentence number 3" not in w.prompt
+    # without --fix-timing the times stay as written; without findings nothing changes
+    same, _ = repair(cues, finding, fix_timing=False, max_cue_wer=None)
+    assert [c.start for c in same] == [c.start for c in cues]
+    assert repair(cues, None, fix_timing=True, max_cue_wer=0.5)[1] is None
+    assert isinstance(fixed[0], RepairedCue)
+
+
+# --- the promise, on generated recordings with known faults and the real tiny.en -----------
+
+@pytest.fixture(scope="module")
+def faulty_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faulty")
+    truth = _faulty_module().make_faulty_set(root, n_files=8, per_file=10)
+    return root, truth
+
+
+@pytest.fixture(scope="module")
+def findings(faulty_set, tiny_en):
+    from whisperft.datacheck import check_pairs, findings_json
+    from whisperft.decoding import TorchTranscriber
+    from whisperft.prepare import pair_files
+    from whisperft.transcription import TranscribeOptions
+
+    root, _ = faulty_set
+    pairs, _, _ = pair_files(root / "audio", root / "subtitles")
+    runner = TorchTranscriber(tiny_en, TranscribeOptions(language="en", beam_size=1))
+    data = findings_json(check_pairs(pairs, "en", runner))
+    (root / "check.json").write_text(json.dumps(data), encoding="utf-8")
+    return {Path(f["audio"]).stem: f for f in data["files"]}
+
+
+def test_check_data_finds_the_injected_faults(faulty_set, findings):
+    _, truth = faulty_set
+    flagged_ok = flagged = wrong_total = 0
+    for name, injected in truth["files"].items():
+        found = findings[name]
+        timing = found["timing"]
+        assert abs(timing["offset"] - injected["offset"]) < 0.1, (name, timing)
+        assert abs(timing["rate"] - injected["rate"]) < 0.005, (name, timing)
+        assert timing["sure"], name
+        cues = {c["index"]: c for c in found["cues"]}
+        text_flags = {i for i, c in cues.items() if "text disagrees" in c["problems"]}
+        flagged += len(text_flags)
+        flagged_ok += len(text_flags & set(injected["wrong"]))
+        wrong_total += len(injected["wrong"])
+        for i in injected["silence"]:
+            assert "no speech" in cues[i]["problems"], (name, i)
+        for i in injected["past_end"]:
+            assert "past the end" in cues[i]["problems"], (name, i)
+        if not any(injected[k] for k in ("wrong", "silence", "past_end")) and injected["offset"] == 0 \
+                and injected["rate"] == 1:
+            assert found["sound"] and not found["problems"], (name, found["problems"])
+    assert wrong_total >= 8
+    precision, recall = flagged_ok / max(flagged, 1), flagged_ok / wrong_total
+    assert precision >= 0.9 and recall >= 0.9, (precision, recall)
+
+
+def test_create_data_repairs_timing_and_leaves_out_disagreeing_cues(faulty_set, findings, tmp_path, capsys):
+    """The repaired manifest holds only cues that were said, at the time they were said."""
+    import re
+
+    from whisperft.prepare import PrepareOptions, prepare
+
+    root, truth = faulty_set
+    clean = {}
+    for srt_path in (root / "clean").glob("*.srt"):
+        from whisperft.subtitles import read_subtitles
+
+        for c in read_subtitles(srt_path):
+            clean[(srt_path.stem, c.text)] = c.start
+    out = tmp_path / "fixed.json"
+    prepare(PrepareOptions(audio_dir=str(root / "audio"), transcript_dir=str(root / "subtitles"),
+                           output=str(out), no_dump=True, fix_timing=True, max_cue_cer=0.5,
+                           check_report=str(root / "check.json")))
+    n_cues = 0
+    for record in read_manifest(out):
+        name = Path(record.audio_path).stem
+        for m in re.finditer(r"<\|([\d.]+)\|>([^<]+)<\|[\d.]+\|>", record.text):
+            n_cues += 1
+            start = record.start + float(m.group(1))
+            assert (name, m.group(2).strip()) in clean, (name, m.group(2))  # never text that was not said
+            assert abs(start - clean[(name, m.group(2).strip())]) <= 0.1
+        injected = truth["files"][name]
+        if injected["offset"] or injected["rate"] != 1:
+            assert record.repairs and "timing" in record.repairs
+    assert n_cues >= 0.8 * len(clean)  # what is left out is the faulty tenth, not more
+    assert "cue left out by the data check" in capsys.readouterr().err
+
+
+def test_check_data_reports_bad_files_one_line_each_and_goes_on(faulty_set, tiny_en, tmp_path, capsys,
+                                                                 monkeypatch):
+    import shutil
+
+    root, _ = faulty_set
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for src in sorted((root / "audio").glob("*.wav"))[:2]:
+        shutil.copy(src, folder / src.name)
+        shutil.copy(root / "subtitles" / f"{src.stem}.srt", folder / f"{src.stem}.srt")
+    (folder / "broken.wav").write_bytes(b"not audio at all")
+    (folder / "broken.srt").write_text("1\n00:00:01,000 --> 00:00:02,000\nhello\n", encoding="utf-8")
+    shutil.copy(sorted((root / "audio").glob("*.wav"))[0], folder / "garbled.wav")
+    (folder / "garbled.srt").write_text("this is not a subtitle file\n", encoding="utf-8")
+    (folder / "lonely.wav").write_bytes(b"")
+    import whisperft.transcribe as transcribe_module
+    from whisperft.decoding import TorchTranscriber
+
+    monkeypatch.setattr(transcribe_module, "load_transcriber", lambda opts: TorchTranscriber(tiny_en, opts))
+    rc = check_data(CheckOptions(audio_dir=str(folder), json=str(tmp_path / "c.json"), html=str(tmp_path / "c.html")))
+    err = capsys.readouterr()
+    data = json.loads((tmp_path / "c.json").read_text(encoding="utf-8"))
+    unreadable = [f for f in data["files"] if any(p["kind"] == "unreadable" for p in f["problems"])]
+    assert {Path(f["audio"]).stem for f in unreadable} == {"broken", "garbled", "lonely"}
+    for f in unreadable:
+        (problem,) = f["problems"]
+        assert "\n" not in problem["message"] and Path(f["audio"]).stem in problem["message"]
+    assert sum(1 for f in data["files"] if f["cues"]) == 2  # the good files were checked
+    assert rc == 1 and "<table>" in (tmp_path / "c.html").read_text(encoding="utf-8")
+    assert "broken.wav" in err.err
