@@ -252,7 +252,11 @@ def main() -> None:
     parser.add_argument("--clean", action="store_true", help="inject nothing")
     args = parser.parse_args()
     truth = make_faulty_set(args.out_dir, n_files=args.files, per_file=args.per_file, clean=args.clean)
-    print(json.dumps(truth, indent=1))
+    files = truth["files"].values()
+    print(f"wrote {len(truth['files'])} recordings to {args.out_dir}: "
+          f"{sum(f['offset'] != 0 for f in files)} shifted, {sum(f['rate'] != 1 for f in files)} drifting, "
+          f"{sum(len(f['wrong']) for f in files)} wrong-text cues, {sum(len(f['silence']) for f in files)} "
+          f"over silence, {sum(len(f['past_end']) for f in files)} past the end (truth.json)")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from whisperft.agreement import cue_agreement
 from whisperft.manifest import read_manifest
 from whisperft.repairs import RepairedCue, repair
 from whisperft.subtitles import Cue
-from whisperft.sync import TIMING_TOLERANCE
 from whisperft.windows import LEFT_OUT, split_into_windows
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,7 +131,7 @@ def faulty_set(tmp_path_factory):
 def findings(faulty_set, tiny_en):
     from whisperft.datacheck import check_pairs, findings_json
     from whisperft.decoding import TorchTranscriber
-    from whisperft.prepare import pair_files
+    from whisperft.pairing import pair_files
     from whisperft.transcription import TranscribeOptions
 
     root, _ = faulty_set
@@ -231,3 +230,26 @@ def test_check_data_reports_bad_files_one_line_each_and_goes_on(faulty_set, tiny
     assert sum(1 for f in data["files"] if f["cues"]) == 2  # the good files were checked
     assert rc == 1 and "<table>" in (tmp_path / "c.html").read_text(encoding="utf-8")
     assert "broken.wav" in err.err
+
+
+def test_the_commands_offer_the_check_and_the_repairs():
+    import subprocess
+
+    check = subprocess.run([sys.executable, "-m", "whisperft", "check-data", "--help"], cwd=REPO,
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0 and "--max-cue-cer" in check.stdout and "--html" in check.stdout
+    prep = subprocess.run([sys.executable, "create_data.py", "--help"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    for flag in ("--check", "--fix-timing", "--max-cue-wer", "--max-cue-cer", "--check-report"):
+        assert flag in prep.stdout, flag
+
+
+def test_repair_options_are_checked_before_anything_slow(tmp_path):
+    from whisperft import UserError
+    from whisperft.prepare import PrepareOptions, prepare
+
+    with pytest.raises(UserError, match="--max-cue-wer must be 0 or more"):
+        prepare(PrepareOptions(audio_dir=str(tmp_path), output=str(tmp_path / "o.json"), max_cue_wer=-1))
+    with pytest.raises(UserError, match="missing.json: no such file"):
+        prepare(PrepareOptions(audio_dir=str(tmp_path), output=str(tmp_path / "o.json"),
+                               check_report=str(tmp_path / "missing.json")))

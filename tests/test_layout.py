@@ -36,7 +36,7 @@ def test_layering_contracts_hold():
 
 @pytest.mark.parametrize("module, added, contract", [
     ("subtitles.py", "import torch", "imports no torch"),
-    ("report.py", "import torch", "HTML report imports no torch"),
+    ("report.py", "import torch", "HTML pages import no torch"),
     ("metrics.py", "from . import cli", "never imports the command line"),
     ("data.py", "from . import train", "data layer knows no trainer"),
     ("models.py", "from . import data", "Model I/O knows no training loop"),

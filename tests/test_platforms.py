@@ -202,7 +202,7 @@ def test_names_that_differ_only_in_case_are_kept_apart(tmp_path):
     """On Windows and macOS Talk.srt and talk.srt are one file: the second recording is
     reported and left out, never written over the first one's outputs."""
     from whisperft import TranscribeOptions
-    from whisperft.prepare import pair_files
+    from whisperft.pairing import pair_files
     from whisperft.transcribe import _plan
 
     audio, subs = tmp_path / "audio", tmp_path / "subs"

@@ -208,7 +208,7 @@ def _say(message: str) -> None:
 
 
 def _pairs(audio_dir: str, transcript_dir: str | None) -> tuple[list, list[FileCheck]]:
-    from .prepare import pair_files
+    from .pairing import pair_files
 
     audio_root = Path(audio_dir)
     transcript_root = Path(transcript_dir or audio_dir)
@@ -243,25 +243,28 @@ def check_pairs(pairs, language: str, transcriber=None, max_cue_cer: float = DEF
                 progress: Callable | None = None) -> list[FileCheck]:
     """Findings for (audio path, subtitle path) pairs; with a `transcriber` (a loaded backend,
     see transcribe.load_transcriber) one transcription pass adds the per-cue text agreement.
-    A file that cannot be read is a finding too; the batch goes on."""
+    A file that cannot be read is a finding too; the batch goes on. Files are read as the
+    transcriber takes them and dropped when their findings are made, so memory holds only
+    the files in flight."""
     failed: list[FileCheck] = []
-    loaded = dict(_loaded(pairs, failed))
+    in_flight: dict[int, tuple] = {}
     results: dict[int, FileCheck] = {}
-    if transcriber is None:
-        for i, (audio, cues, a, s) in loaded.items():
-            results[i] = check_recording(audio, cues, a, s, language=language, max_cue_cer=max_cue_cer)
-            if progress:
-                progress()
-    else:
-        for i, result in transcriber.run((i, item[0]) for i, item in loaded.items()):
-            audio, cues, a, s = loaded[i]
-            if isinstance(result, Exception):
-                failed.append(FileCheck(str(a), str(s), problems=[Problem(UNREADABLE, f"{a}: {result}")]))
-                continue
-            results[i] = check_recording(audio, cues, a, s, segments=result.segments, language=language,
-                                         max_cue_cer=max_cue_cer)
-            if progress:
-                progress()
+
+    def feed():
+        for i, item in _loaded(pairs, failed):
+            in_flight[i] = item
+            yield i, item[0]
+
+    outcomes = transcriber.run(feed()) if transcriber is not None else ((i, None) for i, _ in feed())
+    for i, result in outcomes:
+        audio, cues, a, s = in_flight.pop(i)
+        if isinstance(result, Exception):
+            failed.append(FileCheck(str(a), str(s), problems=[Problem(UNREADABLE, f"{a}: {result}")]))
+            continue
+        results[i] = check_recording(audio, cues, a, s, segments=None if result is None else result.segments,
+                                     language=language, max_cue_cer=max_cue_cer)
+        if progress:
+            progress()
     return [results[i] for i in sorted(results)] + failed
 
 
@@ -291,7 +294,8 @@ def file_json(check: FileCheck) -> dict:
         "applied_by_fix_timing": fit.sure and fit.off(check.duration), "description": fit.describe()}
     return {"audio": check.audio, "subtitles": check.subtitles, "duration": round(check.duration, 3),
             "sound": check.sound, "timing": timing,
-            "problems": [{"kind": p.kind, "cue": p.cue, "message": p.message, "weight": round(p.weight, 4)}
+            "problems": [{"kind": p.kind, "rank": PROBLEM_ORDER.index(p.kind), "cue": p.cue, "message": p.message,
+                          "weight": round(p.weight, 4)}
                          for p in check.problems],
             "cues": [{"index": c.index, "start": c.start, "end": c.end, "text": c.text, "heard": c.heard,
                       "wer": None if c.wer is None else round(c.wer, 4),
@@ -315,7 +319,8 @@ def problem_lines(files: list[FileCheck]) -> list[str]:
 
 
 def check_data(opts: CheckOptions) -> int:
-    """Check every recording under `opts.audio_dir`; 0 when all looks sound, 1 otherwise."""
+    """Check every recording under `opts.audio_dir`. The findings are the output: 0 when every
+    file was checked, 1 when some could not be read (as prepare does)."""
     from tqdm import tqdm
 
     from .fileio import write_json_atomic
@@ -351,4 +356,4 @@ def check_data(opts: CheckOptions) -> int:
           + f"; {len(lines)} problem(s) -> {opts.json}" + (f", {opts.html}" if opts.html else ""))
     for line in lines:
         print(f"  {line}")
-    return 0 if not lines or all(f.sound for f in files) else 1
+    return 1 if unreadable or any(p.kind == UNREADABLE for f in files for p in f.problems) else 0

@@ -58,10 +58,8 @@ def _timing_table(files: list[dict]) -> str:
 
 
 def _problems(files: list[dict]) -> str:
-    from .datacheck import PROBLEM_ORDER
-
-    found = [((PROBLEM_ORDER.index(p["kind"]) if p["kind"] in PROBLEM_ORDER else len(PROBLEM_ORDER),
-               -(p.get("weight") or 0)), Path(f["audio"]).name, p) for f in files for p in f.get("problems", [])]
+    found = [((p.get("rank", 0), -(p.get("weight") or 0)), Path(f["audio"]).name, p)
+             for f in files for p in f.get("problems", [])]
     if not found:
         return '<p class="better">No problems found.</p>'
     rows = "".join(f"<tr><td class=\"file\">{_e(name)}</td><td class=\"kind\">{_e(p['kind'])}</td><td>{_e(p['message'])}</td></tr>"

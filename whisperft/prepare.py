@@ -9,7 +9,8 @@ Two inputs:
     concatenated into windows of up to 30 s with timestamps from the clip boundaries
     (packing.py), each packed window's WAV and features written into `--dump-dir`.
 A file that cannot be read is reported and skipped; the run goes on. Exit status 0 when nothing
-was skipped, 1 when something was (silence left out by subsampling does not count).
+was skipped, 1 when something was (silence left out by subsampling and cues left out by
+--max-cue-wer/--max-cue-cer do not count: the user asked for them).
 """
 
 from __future__ import annotations
@@ -28,19 +29,22 @@ from typing import Callable
 
 import numpy as np
 
-from .audio import AUDIO_EXTENSIONS, CHUNK_LENGTH, SAMPLE_RATE
+from .audio import CHUNK_LENGTH, SAMPLE_RATE
 from .errors import UserError
 from .manifest import Record, write_manifest
 from .options import opt
 from .packing import PACK_GAP_MS, Clip, Pack, Packer
-from .subtitles import SUBTITLE_SUFFIXES, SubtitleWarning, read_subtitles, read_text_file
+from .pairing import pair_files
+from .subtitles import SubtitleWarning, read_subtitles, read_text_file
 from .tokens import NO_SPACE_LANGUAGES, language_code
-from .windows import (SILENCE_SUBSAMPLED, TOO_MANY_TOKENS, Skip,
+from .windows import (LEFT_OUT, SILENCE_SUBSAMPLED, TOO_MANY_TOKENS, Skip,
                       check_window_options, join_cue_lines, speech_seconds, split_into_windows)
 
 METADATA_FILES = ("metadata.csv", "metadata.jsonl")  # Hugging Face audiofolder convention
 CLIP_TEXT_COLUMNS = ("transcription", "text", "sentence")  # first one present is the text
 LONG_CLIP = "clip longer than 30 s"
+# Skips the user asked for: reported, but not problems (the exit status stays 0).
+INTENDED = (SILENCE_SUBSAMPLED, LEFT_OUT)
 FEATURES_DTYPE = np.float16  # half the size of float32; log-mels lie in about [-1.5, 1.5]
 
 
@@ -176,43 +180,6 @@ class _Tally:
 
 # --------------------------------------------------------------------------------------------
 # Recordings with subtitles
-
-
-def pair_files(audio_dir: Path, transcript_dir: Path) -> tuple[list[tuple[Path, Path]], list[str], list[str]]:
-    """(recording, transcript) pairs matched by name, problems (files left out) and notes."""
-    audio_files: dict[str, list[Path]] = {}
-    for p in sorted(audio_dir.iterdir()):
-        if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS:
-            # case-folded: A.wav and a.mp3 would share one dump folder on Windows and macOS
-            audio_files.setdefault(p.stem.casefold(), []).append(p)
-    transcripts: dict[str, list[Path]] = {}
-    for p in sorted(transcript_dir.iterdir()):
-        if p.is_file() and p.suffix.lower() in SUBTITLE_SUFFIXES:
-            transcripts.setdefault(p.stem, []).append(p)
-
-    pairs, problems, notes, used = [], [], [], set()
-    for candidates in audio_files.values():
-        audio, *others = candidates
-        stem = audio.stem
-        for other in others:
-            problems.append(f"{other}: {audio.name} has the same name (case aside); one transcript "
-                            "cannot serve both")
-        found = transcripts.get(stem)
-        if not found:  # yt-dlp style "talk.en.srt" for "talk.wav"
-            tagged = [s for s in transcripts if s.rsplit(".", 1)[0] == stem and s not in audio_files]
-            found = transcripts[tagged[0]] if len(tagged) == 1 else None
-        if not found:
-            problems.append(f"{audio}: no transcript ({stem}.srt or {stem}.vtt in {transcript_dir})")
-            continue
-        found = sorted(found, key=lambda p: SUBTITLE_SUFFIXES.index(p.suffix.lower()))
-        if len(found) > 1:
-            notes.append(f"{found[0]} and {found[1].name} both exist: using {found[0].name}")
-        pairs.append((audio, found[0]))
-        used.add(found[0].stem)
-    for stem, paths in transcripts.items():
-        if stem not in used:
-            problems.append(f"{paths[0]}: no audio file named {stem}.* in {audio_dir}")
-    return pairs, problems, notes
 
 
 def _prepare_recordings(opts: PrepareOptions, language: str, dump_dir: Path | None,
@@ -493,7 +460,7 @@ def _duration(seconds: float) -> str:
 
 
 def _summary(output: Path, tally: _Tally) -> str:
-    problems = {r: n for r, n in tally.skips.items() if r != SILENCE_SUBSAMPLED}
+    problems = {r: n for r, n in tally.skips.items() if r not in INTENDED}
     lines = [f"wrote {output}: {_count(tally.windows, 'example')} from {_count(tally.files, 'file')} "
              f"({_duration(tally.audio_seconds)} of audio, {_duration(tally.speech_seconds)} of speech "
              f"in the examples)"]
@@ -507,6 +474,8 @@ def _summary(output: Path, tally: _Tally) -> str:
                      + ", ".join(f"{n} {r}" for r, n in sorted(problems.items())) + ")")
     if tally.skips.get(SILENCE_SUBSAMPLED):
         lines.append(f"  silence windows left out by subsampling: {tally.skips[SILENCE_SUBSAMPLED]}")
+    if tally.skips.get(LEFT_OUT):
+        lines.append(f"  cues left out by the data check (--max-cue-wer/--max-cue-cer): {tally.skips[LEFT_OUT]}")
     return "\n".join(lines)
 
 
@@ -557,5 +526,5 @@ def prepare(opts: PrepareOptions) -> int:
                         f"{output} was not written")
     write_manifest(output, records)
     print(_summary(output, tally))
-    problems = sum(n for r, n in tally.skips.items() if r != SILENCE_SUBSAMPLED)
+    problems = sum(n for r, n in tally.skips.items() if r not in INTENDED)
     return 1 if tally.failed_files or problems else 0

@@ -150,8 +150,9 @@ def _prepare_cues(cues, audio_ms: int, language: str, normalize_unicode: bool,
             continue
         start, end = _to_ms(cue.start), _to_ms(cue.end)
         if start >= audio_ms:  # nothing of it is in the audio: nothing to keep out of windows
-            skips.append(Skip(OUTSIDE_AUDIO, start / 1000,
-                              f"{format_seconds(start)}: cue skipped ({OUTSIDE_AUDIO}: the audio ends at "
+            reason = getattr(cue, "skip_reason", None) or OUTSIDE_AUDIO
+            skips.append(Skip(reason, start / 1000,
+                              f"{format_seconds(start)}: cue skipped ({reason}: the audio ends at "
                               f"{format_seconds(audio_ms)}): {text[:50]!r}"))
             continue
         reason = OUTSIDE_AUDIO if start < 0 or end > audio_ms + AUDIO_END_TOLERANCE_MS else None
