@@ -194,17 +194,90 @@ def test_train_only_decoder_freezes_encoder(tmp_path, tiny_model):
     assert len(ckpt["whisperft_train_state"]["optimizer"]["state"]) <= n_dec
 
 
+def printed_command(stdout: str, heading: str) -> list[str]:
+    """The command a run printed under `heading`, as argv for this Python (`whisperft` -> `-m whisperft`)."""
+    import shlex
+
+    lines = stdout.splitlines()
+    words = shlex.split(lines[lines.index(heading) + 1])
+    assert words[0] == "whisperft", words
+    return [sys.executable, "-m", "whisperft", *words[1:]]
+
+
 def test_cli_quick_run(tmp_path, tiny_model):
-    """run_finetuning.py as a user types it, with the README's quick-test flags."""
+    """run_finetuning.py as a user types it, with the original guide's quick-test flags (no
+    --accum-grad-steps: one micro-batch per step by default); at its end the run names its
+    outputs and the commands to go on, and the printed train-further command continues it."""
     train_json = make_data(tmp_path)
+    save_dir = tmp_path / "first_model"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
         [sys.executable, "run_finetuning.py", "--train-json", str(train_json), "--dev-json", str(train_json),
-         "--model", str(tiny_model), "--batch-size", "4", "--train-steps", "3", "--accum-grad-steps", "1",
-         "--save-dir", str(tmp_path / "first_model")],
-        capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+         "--model", str(tiny_model), "--batch-size", "4", "--train-steps", "3", "--save-dir", str(save_dir)],
+        capture_output=True, text=True, cwd=REPO, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Step 3: loss=" in run.stdout and "Validation loss:" in run.stdout
-    assert (tmp_path / "first_model" / "best_model.pt").is_file()
+    assert "effective batch 4" in run.stdout
+    assert (save_dir / "best_model.pt").is_file()
+    assert f"outputs in {save_dir}:" in run.stdout
+    for name in ("best_model.pt", "last_model.pt", "loss_curve.png", "metrics.jsonl", "args.json"):
+        assert any(line.split()[:1] == [name] for line in run.stdout.splitlines()), name
+    best = save_dir / "best_model.pt"
+    assert (f"whisperft transcribe --model {best} --audio-dir AUDIO_DIR --language en "
+            f"--save-dir {save_dir / 'transcripts'}") in run.stdout  # the windows' audio is no folder of recordings
+    assert f"whisperft export {best} --format hf --out {save_dir / 'hf'}" in run.stdout
+
+    further = printed_command(run.stdout, "train further (from step 3):")
+    assert further[-4:] == ["--resume", str(save_dir / "last_model.pt"), "--train-steps", "6"]
+    again = subprocess.run(further, capture_output=True, text=True, cwd=REPO, env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    state = torch.load(save_dir / "last_model.pt", weights_only=True)["whisperft_train_state"]
+    assert state["step"] == 6 and [e["step"] for e in losses(save_dir)][-1] == 6
+    assert "train further (from step 6):" in again.stdout
+
+
+MISSING_INPUTS = {
+    "--train-json": (lambda tmp, data: dict(train_json=str(tmp / "missing.json")),
+                     lambda tmp: f"{tmp / 'missing.json'}: no such manifest (make one with create_data.py)"),
+    "--dev-json": (lambda tmp, data: dict(train_json=str(data), dev_json=str(tmp / "nodev.json")),
+                   lambda tmp: f"{tmp / 'nodev.json'}: no such manifest (make one with create_data.py)"),
+    "--resume": (lambda tmp, data: dict(train_json=str(data), resume=str(tmp / "gone.pt")),
+                 lambda tmp: f"--resume {tmp / 'gone.pt'}: no such checkpoint"),
+    "audio of a manifest": (lambda tmp, data: dict(train_json=str(data)),
+                            lambda tmp: f"{tmp / 'train.json'}: 1 of 12 records name audio that is not there "
+                                        f"(first: {tmp / 'feat0_5.npy'}); moved or deleted since create_data.py?"),
+}
+
+
+@pytest.mark.parametrize("what", MISSING_INPUTS)
+def test_a_missing_input_is_named_before_the_model_loads(what, tmp_path, monkeypatch):
+    """A Hub name (`tiny`, no network here) with a missing file: the file is reported, and no
+    model is loaded and no Hub is tried first."""
+    from whisperft import train as train_module
+    from whisperft.errors import UserError
+
+    data = make_data(tmp_path)
+    if what == "audio of a manifest":
+        (tmp_path / "feat0_5.npy").unlink()
+    calls = []
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: calls.append(a) or pytest.fail("model loaded"))
+    monkeypatch.setattr(models, "_load_hf", lambda *a, **k: calls.append(a) or pytest.fail("Hub tried"))
+    monkeypatch.setattr(train_module, "make_accelerator", lambda *a: calls.append(a) or pytest.fail("device set up"))
+    flags, message = MISSING_INPUTS[what]
+    with pytest.raises(UserError) as err:
+        train(TrainConfig(model="tiny", save_dir=str(tmp_path / "out"), **flags(tmp_path, data)))
+    assert str(err.value) == message(tmp_path) and calls == []
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_missing_manifest_is_one_line(tmp_path):
+    """The original report: `run_finetuning.py --train-json missing.json --model tiny` names the file."""
+    run = subprocess.run([sys.executable, "run_finetuning.py", "--train-json", "missing.json", "--model", "tiny",
+                          "--save-dir", str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "0"})
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == ["error: missing.json: no such manifest (make one with create_data.py)"]
+
 
 
 def test_two_processes_match_one(tmp_path, tiny_model):

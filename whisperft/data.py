@@ -32,10 +32,28 @@ def read_manifests(paths: str | list[str]) -> list[Record]:
         paths = [p.strip() for p in paths.split(",") if p.strip()]
     records: list[Record] = []
     for p in paths:
-        records.extend(read_manifest(p))
+        found = read_manifest(p)
+        _check_audio_present(found, p)
+        records.extend(found)
     if not records:
         raise UserError(f"{', '.join(map(str, paths))}: no records (is the manifest empty?)")
     return records
+
+
+def _check_audio_present(records: list[Record], manifest: str) -> None:
+    """Every record's audio (or its precomputed features) is on disk: a moved or deleted file
+    is reported now, naming the manifest, not at the step that first draws it."""
+    known: dict[str, bool] = {}
+
+    def present(path: str | None) -> bool:
+        if path and path not in known:
+            known[path] = Path(path).is_file()
+        return bool(path) and known[path]
+
+    missing = [r.audio_path for r in records if not present(r.features_path) and not present(r.audio_path)]
+    if missing:
+        raise UserError(f"{manifest}: {len(missing)} of {len(records)} records name audio that is not "
+                        f"there (first: {missing[0]}); moved or deleted since create_data.py?")
 
 
 @dataclass

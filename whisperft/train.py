@@ -41,6 +41,7 @@ from .loss_curve import plot_loss_curve
 from .models import trainable_names
 from .options import flag, opt
 from .resume import check_resume_flags, read_resume_state, restore_train_state, rng_state
+from .run_commands import print_end_of_run
 from .stop_signals import StopFlag, ignore_stop_signals, workers_ignore_stop_signals
 from .tracking import REPORT_TO, accelerator_kwargs, check_report_to, start_tracking, track
 
@@ -54,7 +55,7 @@ class TrainConfig:
     save_dir: str = opt("output", "where checkpoints, logs and the loss curve go")
     batch_size: int = opt(1, "examples per micro-batch (per process)")
     dev_batch_size: int = opt(16, "examples per validation batch")
-    accum_grad_steps: int = opt(64, "micro-batches per optimizer step (effective batch = batch size x this x processes)")
+    accum_grad_steps: int = opt(1, "micro-batches per optimizer step (effective batch = batch size x this x processes)")
     lr: float = opt(1e-4, "peak learning rate (reached after the warm-up, then linear decay to 0)")
     warmup_steps: int = opt(500, "optimizer steps of linear learning-rate warm-up")
     train_steps: int = opt(5000, "optimizer steps to train")
@@ -509,7 +510,7 @@ def _train(cfg: TrainConfig, stop: StopFlag, stop_after_steps: int | None) -> in
         elif stopping:
             _checkpoint(run, step, "last_model.pt", with_state=True)
         if stopping:
-            _say(run, f"stopped at step {step}; resume with --resume {run.save_dir / 'last_model.pt'}")
+            _say(run, f"stopped at step {step}")
             break
     bar.close()
     del batches  # its data workers stop now, not whenever this frame is collected
@@ -517,6 +518,8 @@ def _train(cfg: TrainConfig, stop: StopFlag, stop_after_steps: int | None) -> in
         plot_loss_curve(run.history, run.save_dir / "loss_curve.png")
     run.accelerator.wait_for_everyone()
     run.accelerator.end_training()
+    if run.main:
+        print_end_of_run(cfg, run.world, step, (run.dev_set or run.train_set).records)
     return 0
 
 
