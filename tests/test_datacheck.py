@@ -253,3 +253,32 @@ def test_repair_options_are_checked_before_anything_slow(tmp_path):
     with pytest.raises(UserError, match="missing.json: no such file"):
         prepare(PrepareOptions(audio_dir=str(tmp_path), output=str(tmp_path / "o.json"),
                                check_report=str(tmp_path / "missing.json")))
+
+
+def test_fix_timing_alone_checks_timing_without_a_model(faulty_set, tmp_path, monkeypatch):
+    """--fix-timing needs only voice-activity detection: no model is loaded, the findings are
+    written beside the manifest, and the shifted files' windows start on their speech."""
+    import shutil
+
+    import whisperft.transcribe as transcribe_module
+    from whisperft.prepare import PrepareOptions, prepare
+
+    def no_model(opts):
+        raise AssertionError("--fix-timing loaded a model")
+
+    monkeypatch.setattr(transcribe_module, "load_transcriber", no_model)
+    root, truth = faulty_set
+    audio, subs = tmp_path / "audio", tmp_path / "subs"
+    audio.mkdir(), subs.mkdir()
+    shifted = [n for n, f in truth["files"].items() if f["offset"] and f["rate"] == 1][:2]
+    for name in shifted:
+        shutil.copy(root / "audio" / f"{name}.wav", audio)
+        shutil.copy(root / "subtitles" / f"{name}.srt", subs)
+    out = tmp_path / "train.json"
+    prepare(PrepareOptions(audio_dir=str(audio), transcript_dir=str(subs), output=str(out), no_dump=True,
+                           fix_timing=True))
+    findings = json.loads((tmp_path / "train_check.json").read_text(encoding="utf-8"))
+    assert len(findings["files"]) == 2
+    for record in read_manifest(out):
+        offset = truth["files"][Path(record.audio_path).stem]["offset"]
+        assert abs(record.repairs["timing"]["offset"] - offset) < 0.1

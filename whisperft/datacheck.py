@@ -50,7 +50,8 @@ PROBLEM_ORDER = (UNREADABLE, TIMING, PAST_END, NO_SPEECH, TEXT, REVERSED, OVERLA
 class CheckOptions:
     audio_dir: str = opt(None, "folder of recordings; each is paired with the .srt/.vtt of the same name")
     transcript_dir: str | None = opt(None, "folder of .srt/.vtt transcripts (default: --audio-dir)")
-    model: str = opt("tiny.en", "model that listens: the one you will fine-tune (name, Hub id, folder, .pt)")
+    model: str | None = opt(None, "model that listens: the one you will fine-tune (name, Hub id, folder, "
+                                  ".pt); default tiny.en for English, base for other languages")
     language: str = opt("en", "language of the data: a code or a name")
     max_cue_cer: float = opt(DEFAULT_MAX_CUE_CER, "flag a cue whose text disagrees with what the model "
                                                   "heard by more than this character error rate")
@@ -201,6 +202,11 @@ def check_recording(audio, cues, audio_path: str, subtitle_path: str, *, segment
 
 # --- a folder ------------------------------------------------------------------------------
 
+def listening_model(model: str | None, language: str) -> str:
+    """The model given, or the smallest bundled one that knows the language."""
+    return model or ("tiny.en" if language == "en" else "base")
+
+
 def _say(message: str) -> None:
     from tqdm import tqdm
 
@@ -336,6 +342,7 @@ def check_data(opts: CheckOptions) -> int:
     pairs, unreadable = _pairs(opts.audio_dir, opts.transcript_dir)
     for f in unreadable:
         _say(f"skipped: {f.problems[0].message}")
+    opts.model = listening_model(opts.model, language)
     transcriber = load_transcriber(TranscribeOptions(
         model=opts.model, language=language, beam_size=opts.beam_size, backend=opts.backend,
         device=opts.device, threads=opts.threads))

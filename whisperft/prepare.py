@@ -94,8 +94,8 @@ class PrepareOptions:
                                           "out of the windows too")
     max_cue_cer: float | None = opt(None, "the same by character error rate (e.g. 0.5; kinder to a "
                                           "model's misheard words than WER)")
-    check_model: str = opt("tiny.en", "model that listens for --check/--max-cue-wer/--max-cue-cer: the one you will "
-                                      "fine-tune")
+    check_model: str | None = opt(None, "model that listens for --check/--max-cue-wer/--max-cue-cer: the one "
+                                         "you will fine-tune (default tiny.en for English, base otherwise)")
     check_report: str | None = opt(None, "findings of an earlier check-data run on these files, used "
                                          "instead of checking again")
 
@@ -254,7 +254,7 @@ def _findings(pairs, opts: PrepareOptions, language: str) -> dict[str, dict] | N
 
     if opts.check_report:
         return read_findings(opts.check_report)
-    from .datacheck import check_pairs, findings_json
+    from .datacheck import check_pairs, findings_json, listening_model
     from .fileio import write_json_atomic
 
     transcriber = None
@@ -262,7 +262,8 @@ def _findings(pairs, opts: PrepareOptions, language: str) -> dict[str, dict] | N
         from .transcribe import load_transcriber
         from .transcription import TranscribeOptions
 
-        transcriber = load_transcriber(TranscribeOptions(model=opts.check_model, language=language, beam_size=1))
+        transcriber = load_transcriber(TranscribeOptions(model=listening_model(opts.check_model, language),
+                                                         language=language, beam_size=1))
     files = check_pairs(pairs, language, transcriber)
     data = findings_json(files)
     output = Path(opts.output)
