@@ -282,3 +282,29 @@ def test_fix_timing_alone_checks_timing_without_a_model(faulty_set, tmp_path, mo
     for record in read_manifest(out):
         offset = truth["files"][Path(record.audio_path).stem]["offset"]
         assert abs(record.repairs["timing"]["offset"] - offset) < 0.1
+
+
+def test_the_check_page_is_self_contained_and_lists_every_problem_worst_first(tmp_path):
+    from whisperft.datacheck import PROBLEM_ORDER, check_recording, findings_json
+    from whisperft.datacheck_page import write_check_page
+
+    import numpy as np
+
+    # a recording of silence with two cues: one with <markup>, one past the end
+    audio = np.zeros(16000 * 5, dtype=np.float32)
+    cues = [Cue(1.0, 2.0, "<b>not said</b> & more"), Cue(4.5, 9.0, "after the end")]
+    found = check_recording(audio, cues, "a.wav", "a.srt")
+    data = findings_json([found])
+    page = write_check_page(data, tmp_path / "c.html").read_text(encoding="utf-8")
+    assert "<b>not said" not in page and "&lt;b&gt;not said" in page
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    kinds = [p["kind"] for p in data["files"][0]["problems"]]
+    assert kinds == sorted(kinds, key=PROBLEM_ORDER.index) and {"past the end", "no speech"} <= set(kinds)
+    positions = [page.index(_html_escape(p["message"])) for p in data["files"][0]["problems"]]
+    assert positions == sorted(positions)
+
+
+def _html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)

@@ -72,11 +72,11 @@ def _cues(f: dict) -> str:
     for c in f.get("cues", []):
         cls = ' class="bad"' if c.get("problems") else ""
         rows.append(f"<tr{cls}><td class=\"num\">{c['index']}</td><td class=\"num\">{c['start']:.2f}</td>"
-                    f"<td>{_e(c['text'])}</td><td>{_e(c.get('heard'))}</td><td class=\"num\">{_pct(c.get('wer'))}</td>"
+                    f"<td>{_e(c['text'])}</td><td>{_e(c.get('heard'))}</td><td class=\"num\">{_pct(c.get('cer'))}</td><td class=\"num\">{_pct(c.get('wer'))}</td>"
                     f"<td class=\"num\">{_pct(c.get('speech_share'))}</td><td>{_e(', '.join(c.get('problems', [])))}</td></tr>")
     return (f"<details><summary>{_e(Path(f['audio']).name)}: {len(rows)} cues</summary>"
             "<table><thead><tr><th class=\"num\">#</th><th class=\"num\">start</th><th>cue text</th>"
-            "<th>heard</th><th class=\"num\">WER</th><th class=\"num\">speech</th><th>problems</th></tr></thead>"
+            "<th>heard</th><th class=\"num\">CER</th><th class=\"num\">WER</th><th class=\"num\">speech</th><th>problems</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table></details>")
 
 
