@@ -8,6 +8,8 @@ time:  check-data on generated recordings with known faults (demo/make_faulty_da
 train: the demo's dictation with faults injected into the training subtitles (shifted and
        drifting files, wrong-text cues, cues over silence, a cue past the end), fine-tuned
        twice with the same settings: as it is, and prepared with --fix-timing --max-cue-cer.
+       The check's findings on the training set (precision/recall of the wrong-text flags
+       against what was injected) are printed too.
        Both models transcribe the demo's clean test recordings; WER and segment start error
        against the reference cues come from the evaluation tools (calculate_metric.py).
 """
@@ -100,7 +102,7 @@ def _score(model: str, test_audio: Path, refs: Path, out: Path) -> dict:
     return {"wer": summary["wer_weighted"], "start_median": start.get("median"), "start_p90": start.get("p90")}
 
 
-def bench_train(root: Path, steps: int) -> dict:
+def bench_train(root: Path, steps: int, max_cue_cer: float) -> dict:
     md = demo_module()
     data = md.make_demo_data(root / "demo", scale=1.0)
     test = data["splits"]["test"]
@@ -115,7 +117,7 @@ def bench_train(root: Path, steps: int) -> dict:
                             json=str(root / "train_check.json"), html=str(root / "train_check.html")))
     check_s = time.perf_counter() - t0
     _prepare(audio, subtitles, root / "asis.json")
-    _prepare(audio, subtitles, root / "repaired.json", fix_timing=True, max_cue_cer=0.5,
+    _prepare(audio, subtitles, root / "repaired.json", fix_timing=True, max_cue_cer=max_cue_cer,
              check_report=str(root / "train_check.json"))
     results = {"check_s": check_s, "truth": truth}
     results["original"] = _score(MODEL, Path(test["audio_dir"]), Path(test["transcript_dir"]), root / "t_original")
@@ -131,6 +133,9 @@ def main() -> None:
     parser.add_argument("--part", choices=("time", "train", "all"), default="all")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--out", default=None)
+    # tiny.en mangles the drug names of the demo's dictation: its correct cues reach CER 0.6
+    # there, wrong ones 0.86 and more (see the check page), so the cut sits between
+    parser.add_argument("--max-cue-cer", type=float, default=0.75)
     args = parser.parse_args()
     import torch
 
@@ -145,7 +150,7 @@ def main() -> None:
                   f"ratio check / transcription pass: {t['check_s'] / t['transcribe_s']:.2f} "
                   f"({t['audio_s']:.0f} s of audio)"]
     if args.part in ("train", "all"):
-        r = bench_train(root, args.steps)
+        r = bench_train(root, args.steps, args.max_cue_cer)
 
         def row(name, label):
             m = r[name]
@@ -154,7 +159,7 @@ def main() -> None:
         lines += [f"fine-tune on faulty subtitles, {args.steps} steps of batch 4, test = clean demo test set",
                   f"{'':<34}{'WER':>9}{'start med':>12}{'start p90':>12}",
                   row("original", "original tiny.en"), row("asis", "trained on the faulty set as is"),
-                  row("repaired", "trained on it repaired"),
+                  row("repaired", f"repaired (--max-cue-cer {args.max_cue_cer})"),
                   f"(check of the training set: {r['check_s']:.1f} s)"]
         (root / "train_results.json").write_text(json.dumps(r, indent=1), encoding="utf-8")
     print("\n".join(lines))

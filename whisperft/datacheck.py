@@ -40,10 +40,12 @@ TIMING_UNSURE = "timing unsure"
 PAST_END = "past the end"
 NO_SPEECH = "no speech"
 TEXT = "text disagrees"
+UNHEARD = "not heard"  # speech under the cue, but the model wrote nothing there: not judged
 REVERSED = "reversed"
 OVERLAP = "overlap"
 EMPTY = "empty"
-PROBLEM_ORDER = (UNREADABLE, TIMING, PAST_END, NO_SPEECH, TEXT, REVERSED, OVERLAP, TIMING_UNSURE, EMPTY)
+PROBLEM_ORDER = (UNREADABLE, TIMING, PAST_END, NO_SPEECH, TEXT, REVERSED, OVERLAP, UNHEARD, TIMING_UNSURE,
+                 EMPTY)
 
 
 @dataclass
@@ -103,7 +105,7 @@ class FileCheck:
 
     @property
     def sound(self) -> bool:
-        return not any(p.kind != TIMING_UNSURE for p in self.problems)
+        return not any(p.kind not in (TIMING_UNSURE, UNHEARD) for p in self.problems)
 
 
 # --- one recording -------------------------------------------------------------------------
@@ -173,6 +175,13 @@ def _agreement(check: FileCheck, segments, language: str, max_cue_cer: float) ->
     for cue, found in zip(check.cues, cue_agreement(texts, spans, segments, language)):
         if found is None:
             continue
+        if not found[2] and NO_SPEECH not in cue.problems:
+            # speech is there and the model wrote nothing: its miss or the cue's, no telling which
+            cue.problems.append(UNHEARD)
+            check.problems.append(Problem(UNHEARD, f"cue {cue.index} ({cue.start:.2f} s): the model heard "
+                                                   f"no words of it, so its text is not judged: {cue.text[:60]!r}",
+                                          cue.index))
+            continue
         cue.wer, cue.cer, cue.heard = found
         if cue.cer > max_cue_cer and NO_SPEECH not in cue.problems:
             cue.problems.append(TEXT)
@@ -205,6 +214,20 @@ def check_recording(audio, cues, audio_path: str, subtitle_path: str, *, segment
 def listening_model(model: str | None, language: str) -> str:
     """The model given, or the smallest bundled one that knows the language."""
     return model or ("tiny.en" if language == "en" else "base")
+
+
+def load_listener(model: str | None, language: str, beam_size: int = 1, backend: str = "torch",
+                  device: str = "auto", threads: int = 0):
+    """The transcriber of the check's one pass. It is told to hear everything: no window is
+    skipped as silence (the detector says where silence is, and a model unsure of domain words
+    would otherwise drop whole windows of them), and no window is prompted with the text before
+    it (a loop there would be blamed on the cues)."""
+    from .transcribe import load_transcriber
+    from .transcription import TranscribeOptions
+
+    return load_transcriber(TranscribeOptions(
+        model=listening_model(model, language), language=language, beam_size=beam_size, backend=backend,
+        device=device, threads=threads, no_speech_threshold=math.inf, condition_on_previous_text=False))
 
 
 def _say(message: str) -> None:
@@ -331,8 +354,6 @@ def check_data(opts: CheckOptions) -> int:
 
     from .fileio import write_json_atomic
     from .tokens import language_code
-    from .transcribe import load_transcriber
-    from .transcription import TranscribeOptions
 
     if not opts.audio_dir:
         raise UserError("check-data needs --audio-dir")
@@ -343,9 +364,7 @@ def check_data(opts: CheckOptions) -> int:
     for f in unreadable:
         _say(f"skipped: {f.problems[0].message}")
     opts.model = listening_model(opts.model, language)
-    transcriber = load_transcriber(TranscribeOptions(
-        model=opts.model, language=language, beam_size=opts.beam_size, backend=opts.backend,
-        device=opts.device, threads=opts.threads))
+    transcriber = load_listener(opts.model, language, opts.beam_size, opts.backend, opts.device, opts.threads)
     with tqdm(total=len(pairs), unit="file", desc="checking", file=sys.stderr, disable=None) as bar:
         files = check_pairs(pairs, language, transcriber, opts.max_cue_cer, progress=lambda: bar.update(1))
     files += unreadable

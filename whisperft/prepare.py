@@ -254,16 +254,10 @@ def _findings(pairs, opts: PrepareOptions, language: str) -> dict[str, dict] | N
 
     if opts.check_report:
         return read_findings(opts.check_report)
-    from .datacheck import check_pairs, findings_json, listening_model
+    from .datacheck import check_pairs, findings_json, load_listener
     from .fileio import write_json_atomic
 
-    transcriber = None
-    if opts.check or judge_text:
-        from .transcribe import load_transcriber
-        from .transcription import TranscribeOptions
-
-        transcriber = load_transcriber(TranscribeOptions(model=listening_model(opts.check_model, language),
-                                                         language=language, beam_size=1))
+    transcriber = load_listener(opts.check_model, language) if opts.check or judge_text else None
     files = check_pairs(pairs, language, transcriber)
     data = findings_json(files)
     output = Path(opts.output)
