@@ -24,6 +24,9 @@ _ENTRY_POINTS = {
     "TranscribeOptions": "transcription", "transcribe_file": "transcribe", "transcribe_audio": "transcribe",
     "transcribe_dir": "transcribe", "Segment": "transcription", "Transcript": "transcription",
     "EvaluateOptions": "metrics", "evaluate": "metrics", "score": "metrics",
+    "InterpolateOptions": "interpolation", "interpolate": "interpolation",
+    "interpolate_models": "interpolation", "recommend_alpha": "interpolation",
+    "make_general_set": "general_set",
     "UserError": "errors",
 }
 __all__ = ["__version__", *_ENTRY_POINTS]
