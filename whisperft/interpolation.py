@@ -247,15 +247,20 @@ def _transcribe_and_score(bundle, data: EvalSet, opts: InterpolateOptions, save_
     from .transcription import TranscribeOptions
     from .writers import write_transcript
 
+    import torch
+
+    # the temperature fallback samples: seeded, so every alpha and every run decode alike
+    torch.manual_seed(0)
     runner = TorchTranscriber(bundle, TranscribeOptions(language=opts.language, beam_size=opts.beam_size))
     pairs = []
-    for (audio, ref), (_, result) in zip(data.items, runner.run(
-            (i, runner.open_audio(audio)) for i, (audio, _) in enumerate(data.items))):
+    # files finish in any order (a short one overtakes a long one): each result carries its key
+    for i, result in runner.run((i, runner.open_audio(audio)) for i, (audio, _) in enumerate(data.items)):
         if isinstance(result, Exception):
             raise result
+        audio, ref = data.items[i]
         write_transcript(save_dir / f"{audio.stem}.srt", result)
         pairs.append((audio.stem, read_text(ref), result.text))
-    return score(pairs, metric="WER", language=opts.language).weighted_average() or 0.0
+    return score(sorted(pairs), metric="WER", language=opts.language).weighted_average() or 0.0
 
 
 def _alpha_dir(out: Path, alpha: float) -> Path:
