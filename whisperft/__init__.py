@@ -26,6 +26,9 @@ _ENTRY_POINTS = {
     "EvaluateOptions": "metrics", "evaluate": "metrics", "score": "metrics",
     "CheckOptions": "datacheck", "check_data": "datacheck", "check_recording": "datacheck",
     "estimate_timing": "sync",
+    "InterpolateOptions": "interpolation", "interpolate": "interpolation",
+    "interpolate_models": "interpolation", "recommend_alpha": "interpolation",
+    "make_general_set": "general_set",
     "UserError": "errors",
 }
 __all__ = ["__version__", *_ENTRY_POINTS]

@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from . import datacheck, demo, exporting, metrics, prepare, train, transcribe, transcription
+from . import datacheck, demo, exporting, interpolation, metrics, prepare, train, transcribe, transcription
 from .errors import UserError
 from .options import add_dataclass_arguments, dataclass_from_args
 
@@ -24,6 +24,8 @@ COMMANDS = {
     "evaluate": (metrics.EvaluateOptions, metrics.evaluate, "WER/CER of transcripts against references"),
     "export": (exporting.ExportOptions, exporting.export,
                "convert a model to a Hugging Face folder, openai-whisper .pt or CTranslate2 folder"),
+    "interpolate": (interpolation.InterpolateOptions, interpolation.interpolate,
+                    "average a fine-tune with its original (WiSE-FT); --sweep finds the weight"),
     "demo": (demo.DemoOptions, demo.run_demo,
              "end-to-end demo: prepare, baseline, fine-tune bundled tiny.en, evaluate"),
 }

@@ -40,7 +40,8 @@ class DemoOptions:
     device: str = opt(None, "cuda, mps or cpu (default: a CUDA GPU, else an Apple GPU, else the CPU)")
 
 
-def _load_generator():
+def load_generator():
+    """demo/make_data.py as a module (the demo's and the general set's speech synthesis)."""
     path = REPO / "demo" / "make_data.py"
     if not path.is_file():
         raise UserError(f"{path}: the demo data generator is missing (run the demo from a clone "
@@ -117,7 +118,7 @@ def run_demo(opts: DemoOptions) -> int:
     out = Path(opts.out_dir)
     data = out / "data"
     _banner("1/5 generating the demo data (espeak-ng reads medical dictation)")
-    _load_generator().make_demo_data(data, scale=opts.scale)
+    load_generator().make_demo_data(data, scale=opts.scale)
 
     _banner("2/5 create_data.py: 30 s windows with timestamps and prompts")
     for split in ("train", "dev", "test"):

@@ -335,6 +335,69 @@ def _start_error_histogram(runs: list[tuple[str, dict]]) -> str | None:
     return _png_data_url(fig)
 
 
+def interpolation_figure(sweep: dict):
+    """Domain WER against general WER of each interpolation α (interpolation.py's sweep): the
+    original (α = 0) and the fine-tune (α = 1) in the report's before/after colours, the
+    recommended α starred, the domain WER that keeps the required share of the gain dashed and
+    the original's general WER dotted. A matplotlib Figure (no pyplot state)."""
+    from matplotlib.ticker import PercentFormatter
+
+    points = sorted(sweep.get("points") or [], key=lambda p: p["alpha"])
+    best = sweep.get("recommended") or {}
+    fig, ax = _figure(6.4, 4.6)
+    xs, ys = [p["general_wer"] for p in points], [p["domain_wer"] for p in points]
+    ax.plot(xs, ys, "o-", color="#7b8794", zorder=1)
+    for p in points:
+        ax.annotate(f"α={p['alpha']:g}", (p["general_wer"], p["domain_wer"]), textcoords="offset points",
+                    xytext=(6, 4), fontsize=8)
+    ends = {0.0: ("original (α=0)", "before"), 1.0: ("fine-tuned (α=1)", "after")}
+    for p in points:
+        if p["alpha"] in ends:
+            label, key = ends[p["alpha"]]
+            ax.scatter([p["general_wer"]], [p["domain_wer"]], s=70, color=COLORS[key], label=label, zorder=2)
+    first = next((p for p in points if p["alpha"] == 0.0), None)
+    last = next((p for p in points if p["alpha"] == 1.0), None)
+    if first and last and first["domain_wer"] > last["domain_wer"]:
+        keep = best.get("keep_gain", 0.9)
+        line = first["domain_wer"] - keep * (first["domain_wer"] - last["domain_wer"])
+        ax.axhline(line, ls="--", lw=1, color="#1b7a3e", label=f"keeps {keep:.0%} of the domain gain")
+    if first:
+        ax.axvline(first["general_wer"], ls=":", lw=1, color=COLORS["before"], label="original's general WER")
+    if best:
+        ax.scatter([best["general_wer"]], [best["domain_wer"]], marker="*", s=260, color="#f0b429",
+                   edgecolors="#1f2933", label=f"recommended α={best['alpha']:g}", zorder=3)
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_xlabel("general WER (what the model knew)")
+    ax.set_ylabel("domain WER (what it learned)")
+    ax.set_title("weight interpolation: fine-tune weight α")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _interpolation_section(sweep: dict) -> str:
+    """The sweep's table and curve (see `interpolation_figure`)."""
+    best = sweep.get("recommended") or {}
+    rows = []
+    for p in sorted(sweep.get("points") or [], key=lambda p: p["alpha"]):
+        label = f"{p['alpha']:g}" + (" ★ recommended" if p["alpha"] == best.get("alpha") else "")
+        rows.append(f'<tr><th scope="row">{_e(label)}</th>'
+                    f'<td class="num">{_e(format_value(p["domain_wer"], "rate"))}</td>'
+                    f'<td class="num">{_e(format_value(p["general_wer"], "rate"))}</td></tr>')
+    kept = format_value(best.get("kept_gain"), "rate")
+    note = (f"α weights the fine-tune: θ = α·θ_fine-tuned + (1−α)·θ_original. Recommended α "
+            f"{best.get('alpha', MISSING)}: {best.get('reason', '')}; it keeps {kept} of the domain gain, "
+            f"general WER {format_delta(0, best.get('general_change'), 'rate')} against the original. "
+            f"Checkpoint: {sweep.get('checkpoint', MISSING)}.")
+    return (f'<p class="note">{_e(note)}</p><div class="charts"><figure>'
+            f'<table class="summary"><thead><tr><th>α</th><th class="num">domain WER</th>'
+            f'<th class="num">general WER</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
+            f'</figure><figure><img src="{_png_data_url(interpolation_figure(sweep))}" '
+            f'alt="domain WER against general WER for each α"><figcaption>domain WER against general '
+            f'WER for each α</figcaption></figure></div>')
+
+
 # --- sections ------------------------------------------------------------------------------
 
 def _summary_table(results: dict, runs: list[tuple[str, dict]]) -> str:
@@ -469,6 +532,8 @@ def render_html(results: dict) -> str:
         '<p class="note">Sound with no word in it (silence, noise, hum, music): every word '
         'written there is a hallucination, so 0 is right.</p>',
         _probe_table(runs),
+        *(["<h2>Weight interpolation: domain against general WER</h2>",
+            _interpolation_section(results["interpolation"])] if results.get("interpolation") else []),
         "<h2>Transcripts</h2>",
         LEGEND,
         files or f'<p class="muted">No files ({MISSING}).</p>',
