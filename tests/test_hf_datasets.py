@@ -219,3 +219,18 @@ def test_a_row_that_cannot_be_decoded_is_named_and_the_run_goes_on(tmp_path, cli
 def test_option_errors(tmp_path, flags, message, capsys):
     assert run_prepare(tmp_path / "hf.json", *flags) != 0
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_local_audiofolder(tmp_path, clips, streaming, capsys):
+    """datasets reads an audiofolder's files only through torchcodec: with it the manifest is the
+    clip list's; without it, one line says what to install or to use --audio-dir instead."""
+    folder, _ = clips
+    assert run_prepare(tmp_path / "files.json", "--audio-dir", str(folder)) == 0
+    flags = ["--hf-dataset", str(folder)] + (["--streaming"] if streaming else [])
+    if not datasets.config.TORCHCODEC_AVAILABLE:
+        assert run_prepare(tmp_path / "hf.json", *flags) != 0
+        assert "only through torchcodec" in capsys.readouterr().err
+        return
+    assert run_prepare(tmp_path / "hf.json", *flags) == 0
+    assert_same_examples(tmp_path / "hf.json", tmp_path / "files.json")

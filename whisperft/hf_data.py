@@ -76,14 +76,19 @@ class HfSource:
 
     def rows(self) -> Iterator[HfRow]:
         label = _label(self.description["dataset"], self.description["split"])
-        for index, row in enumerate(self.dataset):
-            encoded = row[self.audio_column]
-            language = row.get(LANGUAGE_COLUMN)
-            yield HfRow(index=index, where=f"{label} row {index}", stem=_audio_stem(encoded),
-                        encoded=encoded,
-                        segments=row[self.segments_column] if self.segments_column else None,
-                        text="" if self.text_column is None else str(row[self.text_column] or ""),
-                        language=language if isinstance(language, str) and language.strip() else None)
+        try:
+            for index, row in enumerate(self.dataset):
+                encoded = row[self.audio_column]
+                language = row.get(LANGUAGE_COLUMN)
+                yield HfRow(index=index, where=f"{label} row {index}", stem=_audio_stem(encoded),
+                            encoded=encoded,
+                            segments=row[self.segments_column] if self.segments_column else None,
+                            text="" if self.text_column is None else str(row[self.text_column] or ""),
+                            language=language if isinstance(language, str) and language.strip() else None)
+        except ImportError as exc:  # a streamed audiofolder encodes its files as it reads them
+            if _needs_torchcodec(exc):
+                raise UserError(_torchcodec_message(self.description["dataset"])) from None
+            raise
 
 
 def open_hf_dataset(name: str, config: str | None = None, split: str | None = None, *,
@@ -146,14 +151,46 @@ def _load_split(datasets, name: str, config: str | None, split: str | None, stre
             split = _pick_split(name, split, list(loaded) if isinstance(loaded, datasets.DatasetDict) else None)
             dataset = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
             return (dataset.to_iterable_dataset() if streaming else dataset), split, reference
-        args = ((FILE_BUILDERS[path.suffix.lower()],), {"data_files": str(path)}) if path.is_file() \
+        args, kwargs = ((FILE_BUILDERS[path.suffix.lower()],), {"data_files": str(path)}) if path.is_file() \
             else ((name, config), {})
-        split = _pick_split(name, split, datasets.get_dataset_split_names(*args[0], **args[1]))
-        return datasets.load_dataset(*args[0], split=split, streaming=streaming, **args[1]), split, reference
-    except (OSError, ValueError, datasets.exceptions.DatasetsError) as exc:
+        split = _pick_split(name, split, datasets.get_dataset_split_names(*args, **kwargs))
+        if streaming:
+            kwargs.update(_flat_streaming_options(datasets, args, kwargs))
+        return datasets.load_dataset(*args, split=split, streaming=streaming, **kwargs), split, reference
+    except (ImportError, OSError, ValueError, datasets.exceptions.DatasetsError) as exc:
+        if _needs_torchcodec(exc):
+            raise UserError(_torchcodec_message(name)) from None
+        if isinstance(exc, ImportError):
+            raise
         # not found, no network, a wrong config: datasets' message, first line
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise UserError(f"--hf-dataset {name}: cannot load it ({reason})") from None
+
+
+def _flat_streaming_options(datasets, args: tuple, kwargs: dict) -> dict:
+    """Parquet read without pre-buffering: pyarrow keeps every row group it pre-buffered until
+    the file is done, so a streamed 190 MB file grew the process by about as much (measured;
+    without it memory stays flat, bench/bench_hf_streaming.py). Other builders as they are."""
+    builder = datasets.load_dataset_builder(*args, **kwargs)
+    if not hasattr(builder.config, "fragment_scan_options"):  # not parquet
+        return {}
+    import pyarrow.dataset
+
+    return {"fragment_scan_options": pyarrow.dataset.ParquetFragmentScanOptions(pre_buffer=False)}
+
+
+def _needs_torchcodec(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, ImportError) and "torchcodec" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _torchcodec_message(name: str) -> str:
+    return (f"--hf-dataset {name}: `datasets` reads the audio files of a folder-based dataset "
+            "(audiofolder) only through torchcodec: pip install torchcodec (it needs FFmpeg's "
+            "libraries), or give a local folder with metadata.csv to --audio-dir")
 
 
 def _pick_split(name: str, split: str | None, splits: list[str] | None) -> str | None:
