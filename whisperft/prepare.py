@@ -7,7 +7,10 @@ Two inputs:
   - clips with their text (`--data-file`, or an `--audio-dir` holding a Hugging Face audiofolder
     `metadata.csv`): one example per clip, no timestamps, no prompt; or with `--pack`, clips
     concatenated into windows of up to 30 s with timestamps from the clip boundaries
-    (packing.py), each packed window's WAV and features written into `--dump-dir`.
+    (packing.py), each packed window's WAV and features written into `--dump-dir`;
+  - a Hugging Face dataset (`--hf-dataset`, hf_data.py): rows with segment times as recordings
+    with cues, others as clips; their audio goes into the dump folder, beside `hf_dataset.json`
+    (dataset, config, split), which every record's `source` names.
 A file that cannot be read is reported and skipped; the run goes on. Exit status 0 when nothing
 was skipped, 1 when something was (silence left out by subsampling and cues left out by
 --max-cue-wer/--max-cue-cer do not count: the user asked for them).
@@ -15,8 +18,6 @@ was skipped, 1 when something was (silence left out by subsampling and cues left
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 import unicodedata
@@ -31,21 +32,22 @@ import numpy as np
 
 from .audio import CHUNK_LENGTH, SAMPLE_RATE
 from .errors import UserError
+from .hf_data import SEGMENT_COLUMNS, TEXT_COLUMNS
 from .manifest import Record, write_manifest
-from .options import opt
+from .options import flag, opt
 from .packing import PACK_GAP_MS, Clip, Pack, Packer
+from .cliplist import METADATA_FILES, read_clip_list
 from .pairing import pair_files
-from .subtitles import SubtitleWarning, read_subtitles, read_text_file
+from .subtitles import SubtitleWarning, read_subtitles
 from .tokens import NO_SPACE_LANGUAGES, language_code
-from .windows import (LEFT_OUT, SILENCE_SUBSAMPLED, TOO_MANY_TOKENS, Skip,
-                      check_window_options, join_cue_lines, speech_seconds, split_into_windows)
+from .windows import (LEFT_OUT, SILENCE_SUBSAMPLED, TOO_MANY_TOKENS, check_window_options, join_cue_lines,
+                      speech_seconds, split_into_windows)
 
-METADATA_FILES = ("metadata.csv", "metadata.jsonl")  # Hugging Face audiofolder convention
-CLIP_TEXT_COLUMNS = ("transcription", "text", "sentence")  # first one present is the text
 LONG_CLIP = "clip longer than 30 s"
 # Skips the user asked for: reported, but not problems (the exit status stays 0).
 INTENDED = (SILENCE_SUBSAMPLED, LEFT_OUT)
 FEATURES_DTYPE = np.float16  # half the size of float32; log-mels lie in about [-1.5, 1.5]
+HF_SOURCE_FILE = "hf_dataset.json"  # in the dump folder: which dataset, config and split
 
 
 @dataclass
@@ -57,8 +59,22 @@ class PrepareOptions:
                                       "timestamps: lines 'audio<TAB>text', or a Hugging Face audiofolder "
                                       "metadata.csv/.jsonl (file_name, transcription or text, optional "
                                       "language); relative paths are read from the list's folder")
+    hf_dataset: str | None = opt(None, "a Hugging Face dataset instead of files: a Hub name, a folder "
+                                       "written by save_to_disk, a .parquet/.arrow file or a data folder; rows "
+                                       "with segment times (a list of {start, end, text}) are cut into windows "
+                                       "with timestamps, other rows are clips with their text (as --data-file)")
+    hf_config: str | None = opt(None, "--hf-dataset's configuration (e.g. a Common Voice language)")
+    hf_split: str | None = opt(None, "--hf-dataset's split (default: train, or the only one)")
+    audio_column: str | None = opt(None, "--hf-dataset's audio column (default: audio, or an Audio feature)")
+    text_column: str | None = opt(None, "--hf-dataset's text column (default: the first of "
+                                        f"{', '.join(TEXT_COLUMNS)})")
+    segments_column: str | None = opt(None, "--hf-dataset's column of segment times (default: "
+                                            f"{' or '.join(SEGMENT_COLUMNS)} when there is one)")
+    streaming: bool = opt(False, "read --hf-dataset row by row, without downloading or caching it "
+                                 "whole: memory stays flat however large it is")
     without_timestamps: bool = opt(False, "examples without timestamps, from --data-file (or an "
-                                          "audiofolder metadata.csv in --audio-dir)")
+                                          "audiofolder metadata.csv in --audio-dir), or from "
+                                          "--hf-dataset's text column even when it has segment times")
     language: str = opt("en", "language of the data: a code or a name (es, Spanish)")
     output: str = opt("data.json", "the JSONL manifest to write, one example per line")
     dump_dir: str | None = opt(None, "folder for each window's 16 kHz WAV and log-mel features "
@@ -77,8 +93,8 @@ class PrepareOptions:
     normalize_unicode: bool = opt(False, "apply Unicode NFKC normalisation to the text")
     n_mels: int = opt(80, "mel bins of the precomputed features: 80, or 128 for large-v3 and turbo",
                       choices=(80, 128))
-    pack: bool = opt(False, "with --data-file: concatenate consecutive clips of one language (list "
-                            f"order) into windows of up to 30 s, {PACK_GAP_MS} ms of silence apart, "
+    pack: bool = opt(False, "with --data-file or --hf-dataset clips: concatenate consecutive clips of "
+                            f"one language (list order) into windows of up to 30 s, {PACK_GAP_MS} ms of silence apart, "
                             "with timestamps from the clip boundaries and no prompt: 3-8 s clips train "
                             "several times more speech per step, and learn timestamps")
     precompute_features: bool = opt(True, "store each example's log-mel (float16 .npy) in the dump "
@@ -171,6 +187,7 @@ class _Tally:
     speech_seconds: float = 0.0  # inside complete cues of the written windows
     skips: Counter = field(default_factory=Counter)  # reason -> count
     packed_clips: int = 0  # clips that went into packed windows (--pack)
+    silence_windows: int = 0  # seen so far, kept or subsampled (subsampling counts across recordings)
     packs: int = 0  # packed windows written
 
     def fail(self, message: str) -> None:
@@ -190,9 +207,9 @@ def _prepare_recordings(opts: PrepareOptions, language: str, dump_dir: Path | No
 
     audio_dir = Path(opts.audio_dir)
     transcript_dir = Path(opts.transcript_dir or opts.audio_dir)
-    for folder, flag in ((audio_dir, "--audio-dir"), (transcript_dir, "--transcript-dir")):
+    for folder, name in ((audio_dir, "--audio-dir"), (transcript_dir, "--transcript-dir")):
         if not folder.is_dir():
-            raise UserError(f"{flag} {folder}: no such folder")
+            raise UserError(f"{name} {folder}: no such folder")
     pairs, problems, notes = pair_files(audio_dir, transcript_dir)
     for note in notes:
         _say(f"note: {note}")
@@ -201,9 +218,14 @@ def _prepare_recordings(opts: PrepareOptions, language: str, dump_dir: Path | No
     if not pairs:
         raise UserError(f"{audio_dir}: no audio file with a matching .srt/.vtt in {transcript_dir}")
 
-    findings = _findings(pairs, opts, language)
+    judge_text = opts.max_cue_wer is not None or opts.max_cue_cer is not None
+    findings = None
+    if opts.check or opts.fix_timing or judge_text:
+        from .datacheck import findings_for_prepare
+
+        findings = findings_for_prepare(pairs, language, opts.output, listen=opts.check or judge_text,
+                                        model=opts.check_model, report=opts.check_report)
     records: list[Record] = []
-    silence_seen = 0
     for audio_path, transcript_path in tqdm(pairs, unit="file", desc="preparing", disable=None):
         try:
             cues = _read_subtitles_reporting(transcript_path)
@@ -219,129 +241,48 @@ def _prepare_recordings(opts: PrepareOptions, language: str, dump_dir: Path | No
 
             cues, changes = repair(cues, findings_for(findings, audio_path), fix_timing=opts.fix_timing,
                                    max_cue_wer=opts.max_cue_wer, max_cue_cer=opts.max_cue_cer)
-        duration = len(audio) / SAMPLE_RATE
-        windows, skips = split_into_windows(
-            cues, duration, count_tokens=count_tokens,
-            timestamp_resolution_ms=opts.timestamp_resolution,
-            max_prompt_length=opts.max_prompt_length, max_tokens_length=opts.max_tokens_length,
-            subsampling_factor_for_silence=opts.subsampling_factor_for_silence,
-            language=language, normalize_unicode=opts.normalize_unicode, silence_offset=silence_seen)
-        silence_seen += sum(w.text == "" for w in windows) + sum(s.reason == SILENCE_SUBSAMPLED for s in skips)
-        _report_skips(audio_path, skips, tally)
-        tally.files += 1
-        tally.audio_seconds += duration
-        for w in windows:
-            record = Record(audio_path=str(audio_path), text=w.text, language=language, prompt=w.prompt,
-                            start=w.start, duration=w.duration, repairs=changes)
-            if dump_dir is not None:
-                first = int(round(w.start * SAMPLE_RATE))
-                piece = audio[first:first + int(round(w.duration * SAMPLE_RATE))]
-                name = f"{int(round(w.start * 1000))}"  # start in ms
-                _write_window(record, piece, dump_dir / audio_path.stem, name, opts)
-            records.append(record)
-            tally.windows += 1
-            tally.speech_seconds += speech_seconds(w.text)
+        records += _cut_recording(audio, cues, str(audio_path), str(audio_path), language, opts,
+                                  None if dump_dir is None else dump_dir / audio_path.stem, count_tokens, tally,
+                                  changes)
     return records
 
 
-def _findings(pairs, opts: PrepareOptions, language: str) -> dict[str, dict] | None:
-    """The data check's findings per recording when a repair or the check is asked for: read
-    from --check-report, or found now (a transcription pass only when text is judged)."""
-    judge_text = opts.max_cue_wer is not None or opts.max_cue_cer is not None
-    if not (opts.check or opts.fix_timing or judge_text):
-        return None
-    from .repairs import read_findings
-
-    if opts.check_report:
-        return read_findings(opts.check_report)
-    from .datacheck import check_pairs, findings_json, load_listener
-    from .fileio import write_json_atomic
-
-    transcriber = load_listener(opts.check_model, language) if opts.check or judge_text else None
-    files = check_pairs(pairs, language, transcriber)
-    data = findings_json(files)
-    output = Path(opts.output)
-    report = output.with_name(output.stem + "_check.json")
-    write_json_atomic(report, data)
-    if transcriber is not None:
-        from .datacheck_page import write_check_page
-
-        write_check_page(data, report.with_suffix(".html"))
-    _say(f"data check: {data['summary']['cues_sound']} of {data['summary']['cues']} cues look sound -> {report}")
-    return read_findings(report)
-
-
-def _report_skips(audio_path: Path, skips: list[Skip], tally: _Tally) -> None:
+def _cut_recording(audio: np.ndarray, cues, source: str, where: str, language: str, opts: PrepareOptions,
+                   folder: Path | None, count_tokens: Callable[[str], int], tally: _Tally,
+                   repairs: dict | None = None) -> list[Record]:
+    """The windows of one recording (16 kHz samples and their cues) as records pointing at
+    `source`; with a dump `folder`, each window's WAV and features are written there;
+    `repairs` (what the data check changed) goes into each record."""
+    duration = len(audio) / SAMPLE_RATE
+    windows, skips = split_into_windows(
+        cues, duration, count_tokens=count_tokens,
+        timestamp_resolution_ms=opts.timestamp_resolution,
+        max_prompt_length=opts.max_prompt_length, max_tokens_length=opts.max_tokens_length,
+        subsampling_factor_for_silence=opts.subsampling_factor_for_silence,
+        language=language, normalize_unicode=opts.normalize_unicode, silence_offset=tally.silence_windows)
+    tally.silence_windows += sum(w.text == "" for w in windows) + sum(s.reason == SILENCE_SUBSAMPLED for s in skips)
     for s in skips:
         tally.skips[s.reason] += 1
         if s.reason != SILENCE_SUBSAMPLED:
-            _say(f"skipped: {audio_path}: {s.message}")
+            _say(f"skipped: {where}: {s.message}")
+    tally.files += 1
+    tally.audio_seconds += duration
+    records = []
+    for w in windows:
+        record = Record(audio_path=source, text=w.text, language=language, prompt=w.prompt,
+                        start=w.start, duration=w.duration, repairs=repairs)
+        if folder is not None:
+            first = int(round(w.start * SAMPLE_RATE))
+            piece = audio[first:first + int(round(w.duration * SAMPLE_RATE))]
+            _write_window(record, piece, folder, f"{int(round(w.start * 1000))}", opts)  # start in ms
+        records.append(record)
+        tally.windows += 1
+        tally.speech_seconds += speech_seconds(w.text)
+    return records
 
 
 # --------------------------------------------------------------------------------------------
 # Clips with their text (no timestamps)
-
-
-def read_clip_list(path: Path, problems: list[str] | None = None) -> list[tuple[int, str, str, str | None]]:
-    """(line number, audio path as written, text, language or None) of a clip list:
-    TSV `audio<TAB>text`, or an audiofolder `metadata.csv` / `metadata.jsonl`.
-
-    A malformed line is left out and described in `problems` (one line naming the file and
-    line), so one bad line does not stop the batch; without `problems` it raises UserError.
-    A file that cannot be read at all, or a CSV without the needed columns, always raises.
-    """
-    from .subtitles import SubtitleError
-
-    def bad(message: str) -> None:
-        if problems is None:
-            raise UserError(message)
-        problems.append(message)
-
-    try:
-        content = read_text_file(path)
-    except SubtitleError as exc:
-        raise UserError(str(exc)) from None
-    suffix = path.suffix.lower()
-    rows = []
-    if suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(content))
-        columns = reader.fieldnames or []
-        text_column = next((c for c in CLIP_TEXT_COLUMNS if c in columns), None)
-        if "file_name" not in columns or text_column is None:
-            raise UserError(f"{path}: needs a 'file_name' column and a 'transcription' or 'text' "
-                            f"column (found: {', '.join(columns) or 'nothing'})")
-        for row in reader:
-            if not row["file_name"]:
-                bad(f"{path}: line {reader.line_num}: no file_name")
-                continue
-            rows.append((reader.line_num, row["file_name"], row[text_column] or "",
-                         row.get("language") or None))
-    elif suffix == ".jsonl":
-        for number, line in enumerate(content.split("\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as exc:
-                bad(f"{path}: line {number}: not valid JSON ({getattr(exc, 'msg', 'nested too deeply')})")
-                continue
-            text_key = next((c for c in CLIP_TEXT_COLUMNS if isinstance(data, dict) and c in data), None)
-            if not isinstance(data, dict) or "file_name" not in data or text_key is None:
-                bad(f"{path}: line {number}: needs \"file_name\" and \"transcription\" or \"text\"")
-                continue
-            language = data.get("language")
-            rows.append((number, str(data["file_name"]), str(data[text_key]),
-                         language if isinstance(language, str) else None))
-    else:
-        for number, line in enumerate(content.splitlines(), start=1):
-            if not line.strip():
-                continue
-            if "\t" not in line:
-                bad(f"{path}: line {number}: expected 'audio<TAB>text', got {line[:60]!r}")
-                continue
-            audio, text = line.split("\t", 1)
-            rows.append((number, audio.strip(), text.strip(), None))
-    return rows
 
 
 def _prepare_clips(opts: PrepareOptions, data_file: Path, language: str, dump_dir: Path | None,
@@ -358,17 +299,8 @@ def _prepare_clips(opts: PrepareOptions, data_file: Path, language: str, dump_di
         tally.fail(problem)
     if not rows:
         raise UserError(f"{data_file}: no clips listed" + (" (every line is malformed)" if problems else ""))
-    records = []
-    packer = None
-    if opts.pack:
-        packer = Packer(resolution_ms=opts.timestamp_resolution, max_tokens_length=opts.max_tokens_length)
-    held: dict[int, tuple[str, np.ndarray]] = {}  # line -> (audio as listed, samples) of open packs' clips
-
-    def flush(packs: list[Pack]) -> None:
-        for pack in packs:
-            clips = [(p, *held.pop(p.clip.key)) for p in pack.placements]
-            records.append(_write_pack(pack, clips, data_file, dump_dir, opts, tally))
-
+    clips = _Clips(opts, str(data_file), {"clip_list": str(data_file.absolute())}, "line", dump_dir,
+                   count_tokens, tally)
     for number, audio_name, text, row_language in tqdm(rows, unit="clip", desc="preparing", disable=None):
         where = f"{data_file}: line {number}"
         audio_path = Path(audio_name).expanduser()
@@ -381,65 +313,135 @@ def _prepare_clips(opts: PrepareOptions, data_file: Path, language: str, dump_di
         except UserError as exc:
             tally.fail(f"{where}: {exc}")
             continue
+        clips.add(number, audio_name, audio, text, clip_language, where, f"{number:06d}_{audio_path.stem}",
+                  clip_file=audio_path)
+    return clips.finish()
+
+
+class _Clips:
+    """Clips with their text into records: one example each, or packed (--pack). The packs'
+    records point at `source` (the clip list, or the dataset's description), and each pack's
+    .json lists its clips under `listing` by their `key_name` (line, row)."""
+
+    def __init__(self, opts: PrepareOptions, source: str, listing: dict, key_name: str, dump_dir: Path | None,
+                 count_tokens: Callable[[str], int], tally: _Tally):
+        self.opts, self.source, self.listing, self.key_name = opts, source, listing, key_name
+        self.dump_dir, self.count_tokens, self.tally = dump_dir, count_tokens, tally
+        self.records: list[Record] = []
+        self.packer = None
+        if opts.pack:
+            self.packer = Packer(resolution_ms=opts.timestamp_resolution, max_tokens_length=opts.max_tokens_length)
+        self.held: dict[int, tuple[str, np.ndarray]] = {}  # key -> (audio as listed, samples) of open packs' clips
+
+    def add(self, key: int, audio_name: str, audio: np.ndarray, text: str, language: str, where: str,
+            dump_name: str, clip_file: Path | None = None) -> None:
+        """One clip; without a `clip_file` of its own, its audio is written into the dump folder."""
+        opts, tally = self.opts, self.tally
         duration = len(audio) / SAMPLE_RATE
         tally.files += 1
         tally.audio_seconds += duration
         if opts.normalize_unicode:
             text = unicodedata.normalize("NFKC", text)
-        text = join_cue_lines(text, clip_language)
+        text = join_cue_lines(text, language)
         if duration > CHUNK_LENGTH:
             tally.skips[LONG_CLIP] += 1
-            _say(f"skipped: {where}: {audio_path} lasts {duration:.1f} s; Whisper sees 30 s "
-                 f"(cut it, or give it subtitles and use --audio-dir)")
-            continue
-        if text and clip_language not in NO_SPACE_LANGUAGES:
+            _say(f"skipped: {where}: {clip_file or 'the clip'} lasts {duration:.1f} s; Whisper sees 30 s "
+                 f"(cut it, or give it subtitles or segment times)")
+            return
+        if text and language not in NO_SPACE_LANGUAGES:
             text = " " + text  # as Whisper writes the first word
-        n_tokens = count_tokens(text) if text else 0
-        if packer is not None and text:  # a clip without text stays alone: a no-speech example
-            clip = Clip(number, len(audio), text, clip_language, n_tokens)
-            if not packer.fits_alone(clip):
+        n_tokens = self.count_tokens(text) if text else 0
+        if self.packer is not None and text:  # a clip without text stays alone: a no-speech example
+            clip = Clip(key, len(audio), text, language, n_tokens)
+            if not self.packer.fits_alone(clip):
                 tally.skips[TOO_MANY_TOKENS] += 1
                 _say(f"skipped: {where}: {n_tokens} tokens + 2 timestamps > --max-tokens-length "
                      f"{opts.max_tokens_length}")
-                continue
-            held[number] = (audio_name, audio)
-            flush(packer.add(clip))
-            continue
+                return
+            self.held[key] = (audio_name, audio)
+            self._flush(self.packer.add(clip))
+            return
         if n_tokens > opts.max_tokens_length:
             tally.skips[TOO_MANY_TOKENS] += 1
             _say(f"skipped: {where}: {n_tokens} tokens > --max-tokens-length {opts.max_tokens_length}")
-            continue
-        record = Record(audio_path=str(audio_path), text=text, language=clip_language,
+            return
+        record = Record(audio_path=str(clip_file or self.source), text=text, language=language,
                         start=0.0, duration=duration)
-        if dump_dir is not None:  # the clip is its own audio: features only
-            _write_window(record, audio, dump_dir / "clips", f"{number:06d}_{audio_path.stem}", opts, wav=False)
-        records.append(record)
+        if self.dump_dir is not None:  # a clip file is its own audio: features only
+            _write_window(record, audio, self.dump_dir / "clips", dump_name, opts, wav=clip_file is None)
+        self.records.append(record)
         tally.windows += 1
         tally.speech_seconds += duration if text else 0.0
-    if packer is not None:
-        flush(packer.finish())
-    return records
+
+    def finish(self) -> list[Record]:
+        if self.packer is not None:
+            self._flush(self.packer.finish())
+        return self.records
+
+    def _flush(self, packs: list[Pack]) -> None:
+        for pack in packs:
+            clips = [(p, *self.held.pop(p.clip.key)) for p in pack.placements]
+            self.records.append(self._write_pack(pack, clips))
+
+    def _write_pack(self, pack: Pack, clips: list) -> Record:
+        """Write one packed window (WAV, features, and a .json naming its clips); its record."""
+        from .fileio import atomic_write_text
+
+        tally = self.tally
+        folder, name = self.dump_dir / "packs", f"{tally.packs:06d}"
+        record = Record(audio_path=self.source, text=pack.text, language=pack.language, prompt="", start=0.0,
+                        duration=pack.duration_ms / 1000)
+        _write_window(record, pack.render([samples for _, _, samples in clips]), folder, name, self.opts)
+        # Which clips, where: the manifest line alone cannot say (its source is the list or dataset).
+        listing = {**self.listing,
+                   "clips": [{self.key_name: p.clip.key, "audio": audio_name, "start": p.start_ms / 1000,
+                              "end": p.end_ms / 1000} for p, audio_name, _ in clips]}
+        atomic_write_text(folder / f"{name}.json", json.dumps(listing, ensure_ascii=False, indent=1) + "\n")
+        tally.packs += 1
+        tally.packed_clips += len(clips)
+        tally.windows += 1
+        tally.speech_seconds += pack.speech_seconds
+        return record
 
 
-def _write_pack(pack: Pack, clips: list, data_file: Path, dump_dir: Path, opts: PrepareOptions,
-                tally: _Tally) -> Record:
-    """Write one packed window (WAV, features, and a .json naming its clips); its record."""
-    from .fileio import atomic_write_text
+# --------------------------------------------------------------------------------------------
+# A Hugging Face dataset
 
-    folder, name = dump_dir / "packs", f"{tally.packs:06d}"
-    record = Record(audio_path=str(data_file), text=pack.text, language=pack.language, prompt="", start=0.0,
-                    duration=pack.duration_ms / 1000)
-    _write_window(record, pack.render([samples for _, _, samples in clips]), folder, name, opts)
-    # Which clips, where: the manifest line alone cannot say (source is the clip list).
-    listing = {"clip_list": str(data_file.absolute()),
-               "clips": [{"line": p.clip.key, "audio": audio_name, "start": p.start_ms / 1000,
-                          "end": p.end_ms / 1000} for p, audio_name, _ in clips]}
-    atomic_write_text(folder / f"{name}.json", json.dumps(listing, ensure_ascii=False, indent=1) + "\n")
-    tally.packs += 1
-    tally.packed_clips += len(clips)
-    tally.windows += 1
-    tally.speech_seconds += pack.speech_seconds
-    return record
+
+def _prepare_hf(opts: PrepareOptions, language: str, dump_dir: Path, count_tokens: Callable[[str], int],
+                tally: _Tally) -> list[Record]:
+    from tqdm import tqdm
+
+    from .fileio import write_json_atomic
+    from .hf_data import open_hf_dataset
+
+    hf = open_hf_dataset(opts.hf_dataset, opts.hf_config, opts.hf_split, audio_column=opts.audio_column,
+                         text_column=opts.text_column, segments_column=opts.segments_column,
+                         streaming=opts.streaming, without_timestamps=opts.without_timestamps)
+    if opts.pack and hf.segments_column:
+        raise UserError(f"--pack packs clips; {opts.hf_dataset} has segment times ({hf.segments_column}) "
+                        "and is cut into 30 s windows (add --without-timestamps to pack its text as clips)")
+    source = dump_dir / HF_SOURCE_FILE
+    write_json_atomic(source, hf.description)
+    clips = _Clips(opts, str(source), {"hf_dataset": hf.description}, "row", dump_dir, count_tokens, tally)
+    records = []
+    for row in tqdm(hf.rows(), total=hf.total, unit="row", desc="preparing", disable=None):
+        try:
+            row_language = language_code(row.language, default="en") if row.language else language
+            audio = row.audio()
+            cues = row.cues(len(audio) / SAMPLE_RATE) if hf.segments_column else None
+            if cues is not None and not any(c.text.strip() for c in cues):
+                raise UserError(f"{row.where}: no segments with text")
+        except UserError as exc:
+            tally.fail(str(exc))
+            continue
+        dump_name = f"{row.index:06d}" + (f"_{row.stem}" if row.stem else "")
+        if cues is not None:
+            records += _cut_recording(audio, cues, str(source), row.where, row_language, opts,
+                                      dump_dir / dump_name, count_tokens, tally)
+        else:
+            clips.add(row.index, row.stem or str(row.index), audio, row.text, row_language, row.where, dump_name)
+    return records + clips.finish()
 
 
 # --------------------------------------------------------------------------------------------
@@ -490,17 +492,27 @@ def prepare(opts: PrepareOptions) -> int:
     if opts.check_report and not Path(opts.check_report).is_file():
         raise UserError(f"--check-report {opts.check_report}: no such file (write one with check-data)")
 
+    if opts.hf_dataset and (opts.data_file or opts.audio_dir or opts.transcript_dir):
+        raise UserError("--hf-dataset is a source of its own: drop --audio-dir, --transcript-dir and --data-file")
+    if opts.hf_dataset and opts.no_dump:
+        raise UserError("--hf-dataset writes each example's audio into the dump folder (the dataset "
+                        "holds no files a manifest could point at): drop --no-dump")
+    hf_only = [f for f in ("hf_config", "hf_split", "audio_column", "text_column", "segments_column",
+                           "streaming") if getattr(opts, f) and not opts.hf_dataset]
+    if hf_only:
+        raise UserError(f"{flag(hf_only[0])} goes with --hf-dataset")
     data_file = Path(opts.data_file) if opts.data_file else None
     if data_file is None and opts.audio_dir and not opts.transcript_dir:
         data_file = next((Path(opts.audio_dir) / name for name in METADATA_FILES
                           if (Path(opts.audio_dir) / name).is_file()), None)
-    if data_file is None and opts.without_timestamps:
+    if data_file is None and opts.without_timestamps and not opts.hf_dataset:
         raise UserError("--without-timestamps reads clips from --data-file (or an --audio-dir with "
                         "metadata.csv); windows cut from subtitles keep their timestamps, and "
                         "run_finetuning.py can train them without (--no-timestamps-rate)")
-    if data_file is None and not opts.audio_dir:
-        raise UserError("give --audio-dir (with .srt/.vtt files, or --transcript-dir) or --data-file")
-    if opts.pack and data_file is None:
+    if data_file is None and not opts.audio_dir and not opts.hf_dataset:
+        raise UserError("give --audio-dir (with .srt/.vtt files, or --transcript-dir), --data-file "
+                        "or --hf-dataset")
+    if opts.pack and data_file is None and not opts.hf_dataset:
         raise UserError("--pack packs clips from --data-file (or an --audio-dir with metadata.csv); "
                         "recordings with subtitles are already cut into 30 s windows")
     if opts.pack and opts.no_dump:
@@ -511,7 +523,9 @@ def prepare(opts: PrepareOptions) -> int:
         dump_dir = Path(opts.dump_dir) if opts.dump_dir else output.with_name(output.stem + "_dump")
     count_tokens = make_token_counter(opts.tokenizer_type)
     tally = _Tally()
-    if data_file is not None:
+    if opts.hf_dataset:
+        records = _prepare_hf(opts, language, dump_dir, count_tokens, tally)
+    elif data_file is not None:
         records = _prepare_clips(opts, data_file, language, dump_dir, count_tokens, tally)
     else:
         records = _prepare_recordings(opts, language, dump_dir, count_tokens, tally)
