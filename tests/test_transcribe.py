@@ -31,6 +31,7 @@ LONG_SENTENCES = load_demo_data_module().EVERYDAY_SENTENCES[:8]
 PAUSE_S = 0.5
 MAX_WER = 0.10
 GREEDY = ["--beam-size", "1"]  # the tests compare greedy decodes (and it is the fastest)
+TORCH = ["--backend", "torch"]  # the CLI run is our decoder's, which the tests compare with faster-whisper
 
 
 def normalise(text: str) -> str:
@@ -66,7 +67,7 @@ def cli_run(long_clip, speech_clips, tiny_en, tmp_path_factory):
     (audio_dir / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" * 50)
     save_dir = tmp_path_factory.mktemp("transcripts")
     proc = subprocess.run([sys.executable, "transcribe.py", "--audio-dir", str(audio_dir),
-                           "--save-dir", str(save_dir), "--model", "tiny.en", "--batch-size", "2", *GREEDY],
+                           "--save-dir", str(save_dir), "--model", "tiny.en", "--batch-size", "2", *GREEDY, *TORCH],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     return proc, audio_dir, save_dir
 
