@@ -83,7 +83,7 @@ def word_runs(tiny_en, timed_speech):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["torch", "ct2"])
-def test_word_times_are_within_a_tenth_of_a_second_of_the_truth(word_runs, timed_speech, backend):
+def test_word_starts_are_within_a_tenth_of_a_second_of_the_truth(word_runs, timed_speech, backend):
     _, truth = timed_speech
     transcript = word_runs[backend]
     words = [w for s in transcript.segments for w in s.words]
