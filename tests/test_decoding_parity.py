@@ -99,9 +99,9 @@ def decode(tiny_en, faster):
             windows.extend(probs)
             return probs
 
-        def spy_add(self, st, d, size, no_speech):
+        def spy_add(self, st, d, size, no_speech, *rest):
             kept.append(st.seek)
-            return add_segments(self, st, d, size, no_speech)
+            return add_segments(self, st, d, size, no_speech, *rest)
 
         mp.setattr(TorchTranscriber, "_generate", spy_generate)
         mp.setattr(TorchTranscriber, "_no_speech_probs", spy_no_speech)

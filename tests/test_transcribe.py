@@ -31,6 +31,7 @@ LONG_SENTENCES = load_demo_data_module().EVERYDAY_SENTENCES[:8]
 PAUSE_S = 0.5
 MAX_WER = 0.10
 GREEDY = ["--beam-size", "1"]  # the tests compare greedy decodes (and it is the fastest)
+TORCH = ["--backend", "torch"]  # the CLI run is our decoder's, which the tests compare with faster-whisper
 
 
 def normalise(text: str) -> str:
@@ -66,7 +67,7 @@ def cli_run(long_clip, speech_clips, tiny_en, tmp_path_factory):
     (audio_dir / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" * 50)
     save_dir = tmp_path_factory.mktemp("transcripts")
     proc = subprocess.run([sys.executable, "transcribe.py", "--audio-dir", str(audio_dir),
-                           "--save-dir", str(save_dir), "--model", "tiny.en", "--batch-size", "2", *GREEDY],
+                           "--save-dir", str(save_dir), "--model", "tiny.en", "--batch-size", "2", *GREEDY, *TORCH],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     return proc, audio_dir, save_dir
 
@@ -358,3 +359,40 @@ def test_missing_folder_and_colliding_names(tmp_path):
     todo, done, problems = tr._plan(TranscribeOptions(audio_dir=str(tmp_path / "a"),
                                                       save_dir=str(tmp_path / "o")))
     assert len(todo) == 1 and len(problems) == 1 and "would overwrite" in problems[0]
+
+
+@pytest.mark.slow
+def test_auto_backend_takes_ct2_where_it_can_and_says_so(tiny_en, capfd):
+    """--backend auto (the default): faster-whisper's CTranslate2 when it is installed and can
+    run the model, else the torch backend, each choice in one line of stderr with its reason."""
+    pytest.importorskip("faster_whisper")
+    assert TranscribeOptions().backend == "auto"
+    opts = TranscribeOptions(model="tiny.en", device="cpu", beam_size=1, batch_size=1)
+    assert isinstance(tr.load_transcriber(opts), CT2Transcriber)
+    assert capfd.readouterr().err.splitlines()[-1] == "backend: ct2 (faster-whisper, cpu, float32)"
+
+    mp = pytest.MonkeyPatch()
+    with mp.context() as m:  # faster-whisper not installed
+        m.setitem(sys.modules, "faster_whisper", None)
+        assert isinstance(tr.load_transcriber(opts), TorchTranscriber)
+    line = capfd.readouterr().err.splitlines()[-1]
+    assert line.startswith("backend: torch (faster-whisper is not installed")
+
+    from whisperft import models
+
+    def unconvertible(spec):
+        raise UserError(f"{spec}: cannot be converted")
+
+    with mp.context() as m:  # a model CTranslate2 cannot take
+        m.setattr(models, "ct2_model_dir", unconvertible)
+        assert isinstance(tr.load_transcriber(opts), TorchTranscriber)
+    assert capfd.readouterr().err.splitlines()[-1] == (
+        "backend: torch (CTranslate2 cannot take this model: tiny.en: cannot be converted)")
+
+
+def test_auto_backend_leaves_to_torch_what_ct2_cannot_do():
+    pytest.importorskip("faster_whisper")
+    opts = TranscribeOptions()
+    assert tr._ct2_unfit(opts, "cpu") is None
+    assert "mps" in tr._ct2_unfit(opts, "mps")  # Apple GPU
+    assert "bfloat16" in tr._ct2_unfit(TranscribeOptions(compute_type="bfloat16"), "cpu")

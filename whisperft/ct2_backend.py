@@ -14,10 +14,11 @@ import numpy as np
 from .audio import SAMPLE_RATE
 from .errors import UserError
 from .tokens import language_code
-from .transcription import PROMPT_RESET_TEMPERATURE, Segment, Transcript, TranscribeOptions, check_language, Stopped
+from .transcription import (PROMPT_RESET_TEMPERATURE, Segment, Transcript, TranscribeOptions, Word, check_language,
+                            Stopped)
 
 
-def _ct2_compute_type(compute_type: str, device: str) -> str:
+def ct2_compute_type(compute_type: str, device: str) -> str:
     if compute_type == "auto":
         return "float16" if device == "cuda" else "float32"
     return compute_type
@@ -56,7 +57,7 @@ class CT2Transcriber:
         threads = max(1, cores // workers) if device_type == "cpu" else 0
         try:
             model = WhisperModel(str(folder), device=device_type, device_index=int(index or 0),
-                                 compute_type=_ct2_compute_type(options.compute_type, device_type),
+                                 compute_type=ct2_compute_type(options.compute_type, device_type),
                                  cpu_threads=threads, num_workers=workers, local_files_only=True)
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"{folder}: faster-whisper cannot load it ({str(exc).splitlines()[0]})") from None
@@ -70,15 +71,18 @@ class CT2Transcriber:
             compression_ratio_threshold=o.compression_ratio_threshold,
             log_prob_threshold=o.logprob_threshold, no_speech_threshold=o.no_speech_threshold,
             condition_on_previous_text=o.condition_on_previous_text,
-            prompt_reset_on_temperature=PROMPT_RESET_TEMPERATURE, initial_prompt=o.initial_prompt)
+            prompt_reset_on_temperature=PROMPT_RESET_TEMPERATURE, initial_prompt=o.initial_prompt,
+            word_timestamps=o.word_timestamps)
         duration = len(audio) / SAMPLE_RATE
         out = []
         for s in segments:  # each one decodes a window (segments is a generator)
             if stop is not None and stop.is_set():
                 raise Stopped
+            words = None if s.words is None else [
+                Word(round(float(w.start), 3), round(float(w.end), 3), w.word, round(float(w.probability), 4)) for w in s.words]
             out.append(Segment(round(min(s.start, s.end, duration), 3), round(min(s.end, duration), 3), s.text,
                                list(s.tokens), s.avg_logprob, s.no_speech_prob, s.temperature,
-                               s.compression_ratio))
+                               s.compression_ratio, words))
         return Transcript(out, info.language, duration)
 
     def run(self, items: Iterable[tuple[object, np.ndarray | Exception]]

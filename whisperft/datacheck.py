@@ -25,6 +25,7 @@ from typing import Callable
 from .errors import UserError
 from .options import opt
 from .sync import TimingFit, estimate_timing
+from .transcription import BACKENDS
 from .windows import AUDIO_END_TOLERANCE_MS, OVERLAP_TOLERANCE_MS, join_cue_lines
 
 NO_SPEECH_SHARE = 0.2  # a cue with less of its time heard as speech than this has no speech
@@ -60,7 +61,8 @@ class CheckOptions:
     json: str = opt("data_check.json", "where to write the findings (JSON)")
     html: str | None = opt(None, "also write the findings as a self-contained HTML page")
     beam_size: int = opt(1, "beam width of the transcription pass (1 = greedy, fastest)")
-    backend: str = opt("torch", "decoder of the transcription pass", choices=("torch", "ct2"))
+    backend: str = opt("auto", "decoder of the transcription pass (as transcribe's --backend)",
+                       choices=BACKENDS)
     device: str = opt("auto", "cuda, mps, cpu, or auto")
     threads: int = opt(0, "CPU threads (0: all cores)")
 

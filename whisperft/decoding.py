@@ -51,6 +51,7 @@ from .errors import UserError
 from .features import LongLogMel
 from .tokens import TokenLayout, language_code
 from .transcription import PROMPT_RESET_TEMPERATURE, Segment, Transcript, TranscribeOptions, check_language, Stopped
+from . import word_timing
 
 INPUT_STRIDE = 2  # log-mel frames per encoder position, i.e. per timestamp token (20 ms)
 
@@ -172,6 +173,7 @@ class _FileState:
     all_tokens: list[int] = field(default_factory=list)
     prompt_reset_since: int = 0
     segments: list[Segment] = field(default_factory=list)
+    last_speech: float = 0.0  # end of the last timed word (--word-timestamps)
     _window: tuple[int, torch.Tensor] | None = field(default=None, repr=False)  # (seek, window)
 
     @property
@@ -221,6 +223,10 @@ class TorchTranscriber:
         if layout.no_speech is None or layout.no_speech == tok.unk_token_id:
             raise UserError(f"{bundle.source}: tokenizer has neither <|nospeech|> nor <|nocaptions|>")
         self.eot, self.sot, self.sot_prev = layout.eot, layout.sot, layout.sot_prev
+        self.no_timestamps = layout.no_timestamps
+        if self.opts.word_timestamps and not getattr(gen, "alignment_heads", None):
+            raise UserError(f"{bundle.source}: the model names no alignment heads, which "
+                            f"--word-timestamps needs (its generation_config.alignment_heads)")
         self.timestamp_begin, self.no_speech = layout.timestamp_begin, layout.no_speech
         self.max_prompt = layout.max_prompt_tokens  # openai-whisper keeps 223 previous tokens
         # `generate` fills the (None) suppress lists of the config it is given from the model's
@@ -463,20 +469,22 @@ class TorchTranscriber:
         parts = [self._prompt(st) for st in states]
         no_speech = self._no_speech_probs(enc, [p[0] for p in parts])
         decodes = self._decode_with_fallback(enc, [p[0] + p[1] for p in parts], no_speech)
-        for st, size, d, nsp in zip(states, sizes, decodes, no_speech):
+        for st, size, d, nsp, encoded in zip(states, sizes, decodes, no_speech, enc):
             if nsp > o.no_speech_threshold and d.avg_logprob <= o.logprob_threshold:
                 st.seek += size  # silence: on to the next window
                 continue
-            self._add_segments(st, d, size, nsp)
+            self._add_segments(st, d, size, nsp, encoded)
             if not o.condition_on_previous_text or d.temperature > PROMPT_RESET_TEMPERATURE:
                 st.prompt_reset_since = len(st.all_tokens)
 
-    def _add_segments(self, st: _FileState, d: _Decode, size: int, no_speech: float) -> None:
+    def _add_segments(self, st: _FileState, d: _Decode, size: int, no_speech: float,
+                      encoded: torch.Tensor | None = None) -> None:
         """Cut a window's tokens at timestamp pairs into segments; move `seek` (faster-whisper's
-        `_split_segments_by_timestamps`)."""
+        `_split_segments_by_timestamps`); with --word-timestamps, time their words (`encoded`:
+        the window's encoder output)."""
         tokens, tb = d.tokens, self.timestamp_begin
         time_offset = st.seek / FRAMES_PER_SECOND
-        pieces: list[tuple[float, float, list[int]]] = []
+        pieces: list[word_timing.Piece] = []
         single_timestamp_ending = len(tokens) >= 2 and tokens[-2] < tb <= tokens[-1]
         consecutive = [i for i in range(1, len(tokens)) if tokens[i] >= tb and tokens[i - 1] >= tb]
         if consecutive:
@@ -484,8 +492,8 @@ class TorchTranscriber:
             last = 0
             for cut in slices:
                 piece = tokens[last:cut]
-                pieces.append((time_offset + (piece[0] - tb) * TIME_PRECISION,
-                               time_offset + (piece[-1] - tb) * TIME_PRECISION, piece))
+                pieces.append(word_timing.Piece(time_offset + (piece[0] - tb) * TIME_PRECISION,
+                                                time_offset + (piece[-1] - tb) * TIME_PRECISION, piece))
                 last = cut
             if single_timestamp_ending:
                 st.seek += size  # no speech after the last timestamp
@@ -496,16 +504,31 @@ class TorchTranscriber:
             stamps = [t for t in tokens if t >= tb]
             if stamps and stamps[-1] != tb:
                 duration = (stamps[-1] - tb) * TIME_PRECISION
-            pieces.append((time_offset, time_offset + duration, tokens))
+            pieces.append(word_timing.Piece(time_offset, time_offset + duration, tokens))
             st.seek += size
-        for start, end, piece in pieces:
-            text = self._text(piece)
-            if start == end or not text.strip():
+        if self.opts.word_timestamps and encoded is not None:
+            self._time_words(st, pieces, encoded, size, time_offset, single_timestamp_ending)
+        for p in pieces:
+            text = self._text(p.tokens)
+            if p.start == p.end or not text.strip():
                 continue  # not output, not fed back as prompt (faster-whisper's rule)
-            st.all_tokens.extend(piece)
-            end = min(end, st.duration)
-            st.segments.append(Segment(round(min(start, end), 3), round(end, 3), text, piece,
-                                       d.avg_logprob, no_speech, d.temperature, d.compression_ratio))
+            st.all_tokens.extend(p.tokens)
+            end = min(p.end, st.duration)
+            st.segments.append(Segment(round(min(p.start, end), 3), round(end, 3), text, p.tokens,
+                                       d.avg_logprob, no_speech, d.temperature, d.compression_ratio,
+                                       word_timing.as_words(p.words) if self.opts.word_timestamps else None))
+
+    def _time_words(self, st: _FileState, pieces: list, encoded: torch.Tensor, size: int,
+                    time_offset: float, single_timestamp_ending: bool) -> None:
+        """Words of a window's pieces, timed (word_timing.py); the next window starts at the last
+        word's end unless this one ended in silence (faster-whisper's rule)."""
+        text_tokens = [t for p in pieces for t in p.tokens if t < self.eot]
+        alignment = word_timing.find_alignment(
+            self.model, self.bundle.tokenizer, encoded, self.sot_sequence(st.language) + [self.no_timestamps],
+            text_tokens, self.eot, size, st.language or "en")
+        st.last_speech = word_timing.add_word_timestamps(pieces, alignment, time_offset, self.eot, st.last_speech)
+        if not single_timestamp_ending:
+            st.seek = word_timing.seek_after_words(pieces, time_offset, st.seek)
 
     def run(self, items: Iterable[tuple[object, np.ndarray | Exception]]
             ) -> Iterator[tuple[object, Transcript | Exception]]:

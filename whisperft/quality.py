@@ -25,6 +25,7 @@ import numpy as np
 from .normalizers import get_normalizer
 from .subtitles import SUBTITLE_SUFFIXES, Cue, SubtitleError, read_subtitles, read_text_file
 from .tokens import NO_SPACE_LANGUAGES
+from .transcription import Word
 
 REPEAT_N = 5  # n of the repeated n-gram rate, as distil-whisper reports it
 
@@ -33,15 +34,6 @@ class HasTiming(Protocol):
     start: float
     end: float
     text: str
-
-
-@dataclass(frozen=True)
-class Word:
-    """One word with its time, as whisper's word timestamps give it."""
-
-    start: float
-    end: float
-    word: str
 
 
 @dataclass(frozen=True)
@@ -279,7 +271,9 @@ def _word(entry, path, i: int, j: int) -> Word:
     text = entry.get("word", entry.get("text")) if isinstance(entry, dict) else None
     if not (isinstance(text, str) and _number(entry.get("start")) and _number(entry.get("end"))):
         raise SubtitleError(f'{path}: segment {i}: word {j} needs "word", "start" and "end"')
-    return Word(float(entry["start"]), float(entry["end"]), text)
+    probability = entry.get("probability")
+    return Word(float(entry["start"]), float(entry["end"]), text,
+                float(probability) if _number(probability) else 0.0)
 
 
 def _timed_segments(data, path) -> list[Timed] | None:

@@ -3,13 +3,15 @@
 `transcribe_dir` plans the folder (the audio files under it, the transcripts each gets; files
 whose transcripts exist are skipped), reads audio ahead of the model in a background thread
 (`_prefetch`) and writes each file's transcripts (writers.py) as soon as it is decoded. The
-backends: decoding.py's `TorchTranscriber` (this package's PyTorch decoder, the default) and
-ct2_backend.py's `CT2Transcriber` (faster-whisper); `load_transcriber` loads the one asked for.
+backends: ct2_backend.py's `CT2Transcriber` (faster-whisper) and decoding.py's `TorchTranscriber`
+(this package's PyTorch decoder); `load_transcriber` loads the one asked for, or with `auto` (the
+default) the first that can run the model there, saying which.
 `transcribe_file` and `transcribe_audio` do one file with a model already loaded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -22,13 +24,14 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .audio import AUDIO_EXTENSIONS, AudioError, load_audio
-from .ct2_backend import CT2Transcriber
+from .audio import AUDIO_EXTENSIONS, AudioError, load_audio, stream_audio
+from .ct2_backend import CT2Transcriber, ct2_compute_type
 from .decoding import TorchTranscriber
 from .devices import choose_device
 from .errors import UserError
 from .tokens import language_code
 from .transcription import FORMATS, Segment, Transcript, TranscribeOptions
+from .vad import snap_to_speech, streamed_speech_intervals
 from .writers import write_transcript
 
 
@@ -45,17 +48,49 @@ def _torch_dtype(compute_type: str, device: str) -> torch.dtype:
     return getattr(torch, compute_type)
 
 
+def _ct2_unfit(opts: TranscribeOptions, device: str) -> str | None:
+    """Why `--backend auto` cannot take CTranslate2 for `opts` on `device` (None: it can)."""
+    try:
+        import ctranslate2
+        import faster_whisper  # noqa: F401
+    except ImportError:
+        return "faster-whisper is not installed; pip install 'whisperft[ct2]' for the faster backend"
+    kind = device.partition(":")[0]
+    if kind not in ("cpu", "cuda"):
+        return f"CTranslate2 does not run on {kind}"
+    if kind == "cuda" and ctranslate2.get_cuda_device_count() == 0:
+        return "this CTranslate2 build sees no CUDA GPU"
+    compute = ct2_compute_type(opts.compute_type, kind)
+    if compute not in ctranslate2.get_supported_compute_types(kind):
+        return f"CTranslate2 has no {compute} on {kind}"
+    return None
+
+
 def load_transcriber(opts: TranscribeOptions):
-    """The backend `opts` asks for, with its model loaded."""
+    """The backend `opts` asks for, with its model loaded; `auto`: CTranslate2 where it can run
+    the model (faster-whisper installed, a device and compute type it has, a model that converts),
+    else the torch backend. Which one, and why, is printed in one line."""
     if opts.beam_size < 1 or opts.best_of < 1 or opts.batch_size < 1:
         raise UserError("--beam-size, --best-of and --batch-size must be at least 1")
     if opts.backend == "ct2":
         return CT2Transcriber.load(opts)
+    device = choose_device(opts.device)
+    if opts.backend == "auto":
+        why = _ct2_unfit(opts, device)
+        if why is None:
+            try:
+                runner = CT2Transcriber.load(dataclasses.replace(opts, device=device))
+            except UserError as exc:
+                why = f"CTranslate2 cannot take this model: {exc}"
+            else:
+                print(f"backend: ct2 (faster-whisper, {device}, "
+                      f"{ct2_compute_type(opts.compute_type, device.partition(':')[0])})", file=sys.stderr)
+                return runner
+        print(f"backend: torch ({why})", file=sys.stderr)
     from .models import load_model
 
     if opts.threads > 0:
         torch.set_num_threads(opts.threads)
-    device = choose_device(opts.device)
     bundle = load_model(opts.model, device=device, dtype=_torch_dtype(opts.compute_type, device))
     return TorchTranscriber(bundle, opts)
 
@@ -90,7 +125,22 @@ def transcribe_audio(model, path_or_audio, options: TranscribeOptions | None = N
     ((_, result),) = list(runner.run([(0, audio)]))
     if isinstance(result, Exception):
         raise result
+    snap_words_to_speech(result, path_or_audio, options)
     return result
+
+
+def snap_words_to_speech(result: Transcript, source, options: TranscribeOptions) -> None:
+    """With --word-timestamps, segment edges move to the speech's (vad.snap_to_speech; `source`:
+    the audio file, read again a block at a time, or its samples). Silero's detector comes with
+    faster-whisper: without it, they stay at their first and last words'."""
+    if not options.word_timestamps or not any(s.words for s in result.segments):
+        return
+    try:
+        import faster_whisper  # noqa: F401
+    except ImportError:
+        return
+    chunks = stream_audio(source) if isinstance(source, (str, Path)) else [_as_audio(source)]
+    snap_to_speech(result.segments, streamed_speech_intervals(chunks))
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,6 +251,7 @@ def transcribe_dir(opts: TranscribeOptions) -> int:
                     tqdm.write(f"skipped {result}", file=sys.stderr)
                     failed += 1
                     continue
+                snap_words_to_speech(result, job.audio, opts)
                 for path in job.outputs:
                     write_transcript(path, result)
                 n_ok += 1

@@ -24,6 +24,7 @@ BEST_OF = 5  # candidates sampled at each temperature > 0
 DEFAULT_BEAM_SIZE = 5  # openai-whisper's CLI and faster-whisper's default; 1 = greedy
 
 FORMATS = tuple(suffix.lstrip(".") for suffix in TRANSCRIPT_SUFFIXES)  # srt, vtt, txt, json
+BACKENDS = ("auto", "torch", "ct2")
 COMPUTE_TYPES = ("auto", "float32", "float16", "bfloat16", "int8", "int8_float16", "int8_float32")
 
 
@@ -58,9 +59,13 @@ class TranscribeOptions:
     condition_on_previous_text: bool = opt(True, "prompt each window with the text before it "
                                                  "(--no-condition-on-previous-text resists loops)")
     initial_prompt: str | None = opt(None, "text to prompt the first window with (names, spelling, style)")
-    backend: str = opt("torch", "torch: this package's decoder (any model, GPU or CPU); ct2: "
-                                "faster-whisper/CTranslate2, converted once into the cache",
-                       choices=("torch", "ct2"))
+    word_timestamps: bool = opt(False, "time each word (cross-attention alignment, as openai-whisper): "
+                                       "words in the JSON output, and each segment from its first "
+                                       "word's start to its last word's end")
+    backend: str = opt("auto", "ct2: faster-whisper/CTranslate2 (the model converted once into the "
+                               "cache); torch: this package's decoder (any model, GPU, Apple GPU or CPU); "
+                               "auto: ct2 where faster-whisper is installed and can run the model, "
+                               "else torch (the choice is printed)", choices=BACKENDS)
     device: str = opt("auto", "cuda, mps, cpu, or auto (a CUDA GPU, else an Apple GPU, else the CPU)")
     threads: int = opt(0, "CPU threads (0: all cores; with --backend ct2, shared by the --batch-size workers)")
     compute_type: str = opt("auto", "weights/activations: auto = float16 on GPU, float32 on CPU; "
@@ -72,6 +77,16 @@ class TranscribeOptions:
             return (self.temperature,)
         n = int(round((MAX_TEMPERATURE - self.temperature) / self.temperature_increment))
         return tuple(round(self.temperature + i * self.temperature_increment, 6) for i in range(max(n, 0) + 1))
+
+
+@dataclass(frozen=True)
+class Word:
+    """One word with its time, as whisper's word timestamps give it (leading space included)."""
+
+    start: float
+    end: float
+    word: str
+    probability: float = 0.0  # mean probability of its tokens (0.0 where not known)
 
 
 @dataclass
@@ -86,6 +101,7 @@ class Segment:
     no_speech_prob: float = 0.0  # of that window
     temperature: float = 0.0  # at which that window was finally decoded
     compression_ratio: float = 0.0  # gzip ratio of that window's text
+    words: list[Word] | None = None  # with --word-timestamps
 
 
 @dataclass

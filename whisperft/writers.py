@@ -80,14 +80,20 @@ def to_txt(t: Transcript) -> str:
     return "".join(s.text.strip() + "\n" for s in t.segments if s.text.strip())
 
 
+def _segment_json(i: int, s) -> dict:
+    entry = {"id": i, "start": s.start, "end": s.end, "text": s.text.strip(), "tokens": s.tokens,
+             "avg_logprob": round(s.avg_logprob, 4), "no_speech_prob": round(s.no_speech_prob, 4),
+             "temperature": s.temperature, "compression_ratio": round(s.compression_ratio, 4)}
+    if s.words is not None:  # openai-whisper's and faster-whisper's keys
+        entry["words"] = [{"word": w.word, "start": w.start, "end": w.end, "probability": w.probability}
+                          for w in s.words]
+    return entry
+
+
 def to_json(t: Transcript) -> str:
     return json.dumps({
         "text": t.text, "language": t.language, "duration": round(t.duration, 3),
-        "segments": [{"id": i, "start": s.start, "end": s.end, "text": s.text.strip(),
-                      "tokens": s.tokens, "avg_logprob": round(s.avg_logprob, 4),
-                      "no_speech_prob": round(s.no_speech_prob, 4), "temperature": s.temperature,
-                      "compression_ratio": round(s.compression_ratio, 4)}
-                     for i, s in enumerate(t.segments)],
+        "segments": [_segment_json(i, s) for i, s in enumerate(t.segments)],
     }, ensure_ascii=False, indent=1) + "\n"
 
 
