@@ -3,19 +3,19 @@
 The loop reads top to bottom (nanoGPT's shape): learning rate -> micro-steps under autocast
 -> clip -> optimizer step -> log -> evaluate/checkpoint. Several GPUs or machines come from
 Hugging Face Accelerate (`accelerate launch` or `torchrun` around the same script): it wraps
-the model in DDP and handles mixed precision; each rank takes its own share of every step's
-batches; only the main process logs and saves.
+the model in DDP (or FSDP, as its configuration says) and handles mixed precision; each rank
+takes its share of every step's batches; only the main process logs and saves.
 
 Outputs in --save-dir: best_model.pt and last_model.pt (openai-whisper format: `whisper`,
-faster-whisper via export, and our transcribe take them), stepN.pt with
---save-all-checkpoints, args.json, metrics.jsonl, loss_curve.png, and runs/ with --report-to.
-last_model.pt also holds everything resume needs (optimizer, step, RNG, best loss and WER), so
-`--resume last_model.pt` continues exactly where the run stopped.
+faster-whisper via export, and our transcribe take them), stepN.pt with --save-all-checkpoints,
+args.json, metrics.jsonl, loss_curve.png, and runs/ with --report-to. last_model.pt also holds
+what resume needs (optimizer, step, RNG, best loss and WER): `--resume last_model.pt`
+continues exactly where the run stopped.
 
 Here: the set-up (`_set_up`), the loop (`_train`), validation and checkpoints. Beside it:
 stop_signals.py (Ctrl-C and `kill` during a run), resume.py (checking and restoring a
-checkpoint's training state), evaluation.py (the loss and the validation measures),
-loss_curve.py (loss_curve.png), tracking.py (TensorBoard / W&B with --report-to).
+checkpoint's training state), sharding.py (FSDP: whole checkpoints from shards), evaluation.py
+(the loss and the validation measures), loss_curve.py, tracking.py (--report-to).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from .models import trainable_names
 from .options import flag, opt
 from .resume import check_resume_flags, read_resume_state, restore_train_state, rng_state
 from .run_commands import print_end_of_run
+from .sharding import WholeOptimizerState, check_sharded_flags, gathered_bundle, sharding_note, with_cpu_fsdp
 from .stop_signals import StopFlag, ignore_stop_signals, workers_ignore_stop_signals
 from .tracking import REPORT_TO, accelerator_kwargs, check_report_to, start_tracking, track
 
@@ -161,11 +162,6 @@ def _add_lora(bundle, cfg: TrainConfig, train_state: dict | None) -> None:
     bundle.model = peft_model
 
 
-def _save_adapter(peft_model, folder: Path) -> None:
-    with atomic_dir(folder) as tmp:
-        peft_model.save_pretrained(tmp)
-
-
 def check_config(cfg: TrainConfig) -> None:
     for name in ("batch_size", "dev_batch_size", "accum_grad_steps", "train_steps", "eval_steps", "log_steps"):
         if getattr(cfg, name) < 1:
@@ -192,8 +188,8 @@ def make_accelerator(cfg: TrainConfig):
         from accelerate.utils import InitProcessGroupKwargs
 
         kwargs.append(InitProcessGroupKwargs(backend="gloo"))
-    return Accelerator(cpu=probe.type == "cpu", mixed_precision=mixed_precision(cfg.use_amp, probe),
-                       kwargs_handlers=kwargs, **accelerator_kwargs(cfg.report_to, cfg.save_dir))
+    return with_cpu_fsdp(Accelerator(cpu=probe.type == "cpu", mixed_precision=mixed_precision(cfg.use_amp, probe),
+                                     kwargs_handlers=kwargs, **accelerator_kwargs(cfg.report_to, cfg.save_dir)))
 
 
 def load_for_training(cfg: TrainConfig, train_state: dict | None):
@@ -310,6 +306,7 @@ def _set_up(cfg: TrainConfig) -> _Run:
     device = accelerator.device
     world, rank = accelerator.num_processes, accelerator.process_index
     notes = check_resume_flags(train_state, cfg, world, train_fingerprint) if train_state else []
+    check_sharded_flags(accelerator, cfg)
     set_seed(cfg.seed)
 
     bundle = load_for_training(cfg, train_state)
@@ -317,13 +314,14 @@ def _set_up(cfg: TrainConfig) -> _Run:
     bundle.model.train()
     layout, train_set, dev_set = make_datasets(cfg, bundle, train_records, dev_records)
     names = trainable_names(bundle.model)
-    params = [p for p in bundle.model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, cfg, device)
+    optimizer = make_optimizer([p for p in bundle.model.parameters() if p.requires_grad], cfg, device)
     net, optimizer = accelerator.prepare(TargetLoss(bundle.model), optimizer)
+    params = [p for p in bundle.model.parameters() if p.requires_grad]  # after prepare: FSDP's shards
     run = _Run(cfg, accelerator, bundle, layout, train_set, dev_set, net, optimizer, params, names,
                train_state, train_fingerprint, Path(cfg.save_dir))
     if train_state is not None:
-        run.start_step, run.best_loss, run.history = restore_train_state(train_state, cfg, optimizer, names,
+        whole_optimizer = WholeOptimizerState(accelerator, net, optimizer, names)
+        run.start_step, run.best_loss, run.history = restore_train_state(train_state, cfg, whole_optimizer, names,
                                                                          accelerator.scaler)
         run.best_wer = float(train_state.get("best_wer", math.inf))  # absent from older checkpoints
     workers = cfg.num_workers if cfg.num_workers is not None else (4 if device.type == "cuda" else 0)
@@ -360,7 +358,7 @@ def _start_run_folder(run: _Run, notes: list[str]) -> None:
         run.save_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run.save_dir / "args.json", dataclasses.asdict(cfg))
         print(f"model {run.bundle.source}: {n_all / 1e6:.1f}M parameters, {n_train / 1e6:.1f}M trained; "
-              f"{len(run.train_set)} training examples; device {run.device} x {run.world}; "
+              f"{len(run.train_set)} training examples; device {run.device} x {run.world}{sharding_note(run.accelerator)}; "
               f"effective batch {cfg.batch_size * cfg.accum_grad_steps * run.world}", flush=True)
     if run.main and run.train_state is not None:
         # After a kill -9 the file also holds lines logged after the checkpoint; the resumed
@@ -393,7 +391,8 @@ def _log(run: _Run, entry: dict) -> None:
 def _resume_state(run: _Run, step: int) -> dict:
     """Everything `--resume` needs to continue exactly after `step`."""
     cfg, scaler = run.cfg, run.accelerator.scaler
-    state = {"step": step, "optimizer": run.optimizer.state_dict(), "best_loss": run.best_loss,
+    whole_optimizer = WholeOptimizerState(run.accelerator, run.net, run.optimizer, run.names)
+    state = {"step": step, "optimizer": whole_optimizer.state_dict(), "best_loss": run.best_loss,
              "best_wer": run.best_wer, "rng": rng_state(), "history": json.dumps(run.history),
              "config": json.dumps(dataclasses.asdict(cfg)), "param_names": run.names,
              "world": run.world, "train_data_sha256": run.train_fingerprint,
@@ -411,10 +410,12 @@ def _checkpoint(run: _Run, step: int, name: str, with_state: bool, dtype=torch.f
     """SAVE_DIR/name (and lora_adapter/ with a LoRA run's resume state); with_state adds what
     resume needs. Every process takes part, the main one writes."""
     state = _resume_state(run, step) if with_state else None
+    bundle = gathered_bundle(run.accelerator, run.net, run.bundle)  # under FSDP: whole on the main process
     if run.main:
         if run.cfg.lora_rank and with_state:
-            _save_adapter(run.bundle.model, run.save_dir / "lora_adapter")
-        save_checkpoint(run.bundle, run.save_dir / name, state, dtype)
+            with atomic_dir(run.save_dir / "lora_adapter") as tmp:
+                run.bundle.model.save_pretrained(tmp)
+        save_checkpoint(bundle, run.save_dir / name, state, dtype)
 
 
 def _validate(run: _Run, step: int) -> None:
