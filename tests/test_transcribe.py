@@ -288,6 +288,7 @@ def _splitter(timestamp_begin: int = 1000, eot: int = 999):
     """A TorchTranscriber with just what `_add_segments` uses."""
     t = TorchTranscriber.__new__(TorchTranscriber)
     t.timestamp_begin, t.eot = timestamp_begin, eot
+    t.opts = TranscribeOptions()
     t.bundle = type("B", (), {"tokenizer": _Tokenizer()})()
     return t
 

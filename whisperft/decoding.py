@@ -506,7 +506,7 @@ class TorchTranscriber:
                 duration = (stamps[-1] - tb) * TIME_PRECISION
             pieces.append(word_timing.Piece(time_offset, time_offset + duration, tokens))
             st.seek += size
-        if self.opts.word_timestamps and encoded is not None:
+        if encoded is not None and self.opts.word_timestamps:
             self._time_words(st, pieces, encoded, size, time_offset, single_timestamp_ending)
         for p in pieces:
             text = self._text(p.tokens)
