@@ -183,8 +183,8 @@ def _flat_streaming_options(datasets, args: tuple, kwargs: dict) -> dict:
 
 class ParquetStream:
     """A local parquet file streamed a few rows at a time, as the rows `datasets` gives with the
-    audio undecoded. datasets' own streaming reader grew the process with the file (547 MiB for
-    200 rows, 701 MiB for 2000, bench/bench_hf_streaming.py), and so did a plain pyarrow reader
+    audio undecoded. datasets' own streaming reader grew the process with the file (469 MiB for
+    200 rows, 688 MiB for 2000, bench/bench_hf_streaming.py), and so did a plain pyarrow reader
     while Arrow's memory pool (mimalloc) kept the pages of every batch it had freed; read here
     with no pre-buffering or memory map, only the used columns, and the pool's unused memory
     handed back after each batch, the peak stays where the first batch put it."""
