@@ -4,13 +4,13 @@ One parquet file of N rows (espeak-ng sentences, 2-5 s each, every row made dist
 noise so parquet cannot share their bytes: about 100 kB of WAV a row; row groups of
 ROW_GROUP_ROWS rows, about 10 MB, as the Hub's own parquet files of audio hold) is prepared as clips
 by the real `whisperft prepare --hf-dataset FILE`, each run in its own process, which reports its own
-high-water RSS (ru_maxrss) at the end. Arms:
-  - streaming: `--streaming`, rows read from the parquet file a batch at a time;
+high-water RSS (VmHWM) at the end. Arms:
+  - streaming: `--streaming`, rows read from the parquet file a few at a time (hf_data.ParquetStream);
   - cached: `load_dataset` as it comes: the file converted into datasets' Arrow cache first,
     then read from the memory-mapped cache (whose touched pages count in RSS).
 The manifest and the dump (WAVs, and log-mels unless --no-features) are written as usual.
-Flat memory: the peak for N_LARGE rows over the peak for N_SMALL rows stays near 1. datasets
-reads a parquet file a row group at a time, so the peak grows with the row group, not the rows.
+Flat memory: the peak for N_LARGE rows over the peak for N_SMALL rows stays near 1: a streamed
+file is read a few rows at a time, so the peak grows with the rows of a batch, not of the file.
 
     python bench/bench_hf_streaming.py [--rows 200 2000] [--arms streaming cached] [--no-features]
 """
@@ -42,15 +42,19 @@ SENTENCES = [
     "Numbers like forty two are spoken one word at a time.",
 ]
 
-# Run in the child: prepare, then print its own peak RSS as JSON (the last line of stdout).
+# Run in the child: prepare, then print its own peak RSS as JSON (the last line of stdout). The
+# peak is VmHWM, its own address space's high-water mark: ru_maxrss also takes in the RSS of the
+# parent at the fork (Linux carries it over exec), which hid the child's own peak under the
+# parent's after it had built a large file.
 CHILD = """
-import contextlib, io, json, resource, sys, time
+import contextlib, io, json, re, sys, time
+from pathlib import Path
 from whisperft.cli import main
 start = time.perf_counter()
 with contextlib.redirect_stdout(io.StringIO()):
     rc = main(sys.argv[1:])
-print(json.dumps({"rc": rc, "seconds": time.perf_counter() - start,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+hwm_kb = int(re.search(r"VmHWM:\\s*(\\d+)", Path("/proc/self/status").read_text()).group(1))
+print(json.dumps({"rc": rc, "seconds": time.perf_counter() - start, "peak_mb": hwm_kb / 1024}))
 """
 
 

@@ -234,3 +234,22 @@ def test_a_local_audiofolder(tmp_path, clips, streaming, capsys):
         return
     assert run_prepare(tmp_path / "hf.json", *flags) == 0
     assert_same_examples(tmp_path / "hf.json", tmp_path / "files.json")
+
+
+def test_a_streamed_parquet_file_gives_the_rows_that_datasets_gives(tmp_path, recordings):
+    from whisperft.hf_data import ParquetStream, open_hf_dataset
+
+    _, rows = recordings
+    n = ParquetStream.BATCH_ROWS * 2 + 3  # batches cut inside the file
+    many = [{**rows[i % len(rows)], "language": ["en", "de", ""][i % 3], "unused": i} for i in range(n)]
+    source, _ = save_as(as_dataset(many), "parquet", tmp_path)
+
+    def seen(streaming: bool) -> list[tuple]:
+        hf = open_hf_dataset(source, streaming=streaming)
+        assert hf.total == n
+        return [(r.index, r.stem, r.encoded, r.segments, r.language) for r in hf.rows()]
+
+    streamed = seen(True)
+    assert isinstance(open_hf_dataset(source, streaming=True).dataset, ParquetStream)
+    assert [r[3] for r in streamed] == [row["segments"] for row in many]
+    assert streamed == seen(False)
