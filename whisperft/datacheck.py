@@ -218,7 +218,7 @@ def listening_model(model: str | None, language: str) -> str:
     return model or ("tiny.en" if language == "en" else "base")
 
 
-def load_listener(model: str | None, language: str, beam_size: int = 1, backend: str = "torch",
+def load_listener(model: str | None, language: str, beam_size: int = 1, backend: str = "auto",
                   device: str = "auto", threads: int = 0):
     """The transcriber of the check's one pass. It is told to hear everything: no window is
     skipped as silence (the detector says where silence is, and a model unsure of domain words
