@@ -5,11 +5,11 @@ heard. No script, no network."""
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 from .fileio import atomic_write_text
-from .report import CSS
+from .report import escape as _e
+from .report import page
 
 EXTRA_CSS = """
 tr.bad td { background: #fde2e2; }
@@ -18,10 +18,6 @@ td.file { white-space: nowrap; }
 details { margin: .3rem 0 1rem; }
 summary { cursor: pointer; }
 """
-
-
-def _e(value) -> str:
-    return html.escape("" if value is None else str(value))
 
 
 def _pct(value) -> str:
@@ -93,10 +89,7 @@ def render_check_page(data: dict) -> str:
             "drift = rate − 1. Red: off by more than 0.2 s somewhere and sure.</p>",
             _timing_table(files),
             "<h2>Cues and what the model heard</h2>", *(_cues(f) for f in files if f.get("cues"))]
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>whisperft data check</title><style>{CSS}{EXTRA_CSS}</style></head>\n<body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
+    return page("whisperft data check", body, EXTRA_CSS)
 
 
 def write_check_page(data: dict, path: str | Path) -> Path:

@@ -168,7 +168,8 @@ def _delta_class(before, after, lower_is_better) -> str:
     return "better" if (a < b) == lower_is_better else "worse"
 
 
-def _e(value) -> str:
+def escape(value) -> str:
+    """`value` as HTML text (None as nothing)."""
     return html.escape("" if value is None else str(value), quote=True)
 
 
@@ -246,12 +247,12 @@ def _marked(tokens: list[tuple[str, str, str | None]], side: str) -> str:
     parts = []
     for word, mark, counterpart in tokens:
         if mark == "sub":
-            parts.append(f'<span class="sub" title="{_e(other)} {_e(counterpart)}">'
-                         f'{_e(word)}</span>')
+            parts.append(f'<span class="sub" title="{escape(other)} {escape(counterpart)}">'
+                         f'{escape(word)}</span>')
         elif mark in ("del", "ins"):
-            parts.append(f'<span class="{mark}">{_e(word)}</span>')
+            parts.append(f'<span class="{mark}">{escape(word)}</span>')
         else:
-            parts.append(_e(word))
+            parts.append(escape(word))
     return " ".join(parts) if parts else '<span class="muted">(empty)</span>'
 
 
@@ -382,15 +383,15 @@ def _interpolation_section(sweep: dict) -> str:
     rows = []
     for p in sorted(sweep.get("points") or [], key=lambda p: p["alpha"]):
         label = f"{p['alpha']:g}" + (" ★ recommended" if p["alpha"] == best.get("alpha") else "")
-        rows.append(f'<tr><th scope="row">{_e(label)}</th>'
-                    f'<td class="num">{_e(format_value(p["domain_wer"], "rate"))}</td>'
-                    f'<td class="num">{_e(format_value(p["general_wer"], "rate"))}</td></tr>')
+        rows.append(f'<tr><th scope="row">{escape(label)}</th>'
+                    f'<td class="num">{escape(format_value(p["domain_wer"], "rate"))}</td>'
+                    f'<td class="num">{escape(format_value(p["general_wer"], "rate"))}</td></tr>')
     kept = format_value(best.get("kept_gain"), "rate")
     note = (f"α weights the fine-tune: θ = α·θ_fine-tuned + (1−α)·θ_original. Recommended α "
             f"{best.get('alpha', MISSING)}: {best.get('reason', '')}; it keeps {kept} of the domain gain, "
             f"general WER {format_delta(0, best.get('general_change'), 'rate')} against the original. "
             f"Checkpoint: {sweep.get('checkpoint', MISSING)}.")
-    return (f'<p class="note">{_e(note)}</p><div class="charts"><figure>'
+    return (f'<p class="note">{escape(note)}</p><div class="charts"><figure>'
             f'<table class="summary"><thead><tr><th>α</th><th class="num">domain WER</th>'
             f'<th class="num">general WER</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
             f'</figure><figure><img src="{_png_data_url(interpolation_figure(sweep))}" '
@@ -403,19 +404,19 @@ def _interpolation_section(sweep: dict) -> str:
 def _summary_table(results: dict, runs: list[tuple[str, dict]]) -> str:
     metric = str(results.get("metric") or "WER")
     compare = len(runs) > 1
-    head = "".join(f'<th class="num">{_e(k)}</th>' for k, _ in runs)
+    head = "".join(f'<th class="num">{escape(k)}</th>' for k, _ in runs)
     if compare:
         head += '<th class="num">change</th>'
     rows = []
     for label, path, kind, lower_is_better, note in SUMMARY_ROWS:
         values = [_get(run, "summary", *path) for _, run in runs]
-        cells = "".join(f'<td class="num">{_e(format_value(v, kind))}</td>' for v in values)
+        cells = "".join(f'<td class="num">{escape(format_value(v, kind))}</td>' for v in values)
         if compare:
             cls = _delta_class(values[0], values[-1], lower_is_better)
             cells += (f'<td class="num {cls}">'
-                      f'{_e(format_delta(values[0], values[-1], kind))}</td>')
-        note_html = f'<div class="note">{_e(note)}</div>' if note else ""
-        rows.append(f'<tr><th scope="row">{_e(label.format(metric=metric))}{note_html}</th>'
+                      f'{escape(format_delta(values[0], values[-1], kind))}</td>')
+        note_html = f'<div class="note">{escape(note)}</div>' if note else ""
+        rows.append(f'<tr><th scope="row">{escape(label.format(metric=metric))}{note_html}</th>'
                     f"{cells}</tr>")
     return (f'<table class="summary"><thead><tr><th>measure</th>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table>')
@@ -434,11 +435,11 @@ def _charts(results: dict, runs: list[tuple[str, dict]], names: list[str]) -> st
              "(recognised minus reference)"
              + ("; before and after overlaid" if len(runs) > 1 else ""))):
         if url is None:
-            parts.append(f'<figure><p class="muted">{_e(caption)}: {MISSING} (nothing to '
+            parts.append(f'<figure><p class="muted">{escape(caption)}: {MISSING} (nothing to '
                          f'draw)</p></figure>')
         else:
-            parts.append(f'<figure><img src="{url}" alt="{_e(alt)}">'
-                         f"<figcaption>{_e(caption)}</figcaption></figure>")
+            parts.append(f'<figure><img src="{url}" alt="{escape(alt)}">'
+                         f"<figcaption>{escape(caption)}</figcaption></figure>")
     return f'<div class="charts">{"".join(parts)}</div>'
 
 
@@ -451,7 +452,7 @@ def _probe_table(runs: list[tuple[str, dict]]) -> str:
         names += [n for n in probes[key] if n not in names]
     if not names:
         return f'<p class="muted">No probes were run ({MISSING}).</p>'
-    head = "".join(f'<th class="num">{_e(k)}: words</th><th>{_e(k)}: text</th>' for k, _ in runs)
+    head = "".join(f'<th class="num">{escape(k)}: words</th><th>{escape(k)}: text</th>' for k, _ in runs)
     rows = []
     for name in names:
         cells = []
@@ -459,9 +460,9 @@ def _probe_table(runs: list[tuple[str, dict]]) -> str:
             probe = probes[key].get(name) or {}
             words = _number(probe.get("words"))
             cls = "" if words is None else ("probe-bad" if words > 0 else "probe-ok")
-            cells.append(f'<td class="num {cls}">{_e(format_value(probe.get("words"), "count"))}'
-                         f'</td><td class="probe-text">{_e(probe.get("text") or MISSING)}</td>')
-        rows.append(f'<tr><th scope="row">{_e(name)}</th>{"".join(cells)}</tr>')
+            cells.append(f'<td class="num {cls}">{escape(format_value(probe.get("words"), "count"))}'
+                         f'</td><td class="probe-text">{escape(probe.get("text") or MISSING)}</td>')
+        rows.append(f'<tr><th scope="row">{escape(name)}</th>{"".join(cells)}</tr>')
     return (f'<table class="probes"><thead><tr><th>probe</th>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table>')
 
@@ -484,13 +485,13 @@ FILE_COLUMNS = (("rate", "rate"), ("substitutions", "count"), ("deletions", "cou
 def _file_section(name: str, runs: list[tuple[str, dict]], metric: str) -> str:
     headers = (metric, "S", "D", "I", "ref. words", "insertion rate", "repeated 5-grams",
                "longest run", "words in silences")
-    head = "".join(f'<th class="num">{_e(h)}</th>' for h in headers)
+    head = "".join(f'<th class="num">{escape(h)}</th>' for h in headers)
     rows, columns = [], []
     for key, run in runs:
         entry = _files(run).get(name)
-        cells = "".join(f'<td class="num">{_e(format_value(_get(entry, field), kind))}</td>'
+        cells = "".join(f'<td class="num">{escape(format_value(_get(entry, field), kind))}</td>'
                         for field, kind in FILE_COLUMNS)
-        rows.append(f"<tr><th>{_e(key)}</th>{cells}</tr>")
+        rows.append(f"<tr><th>{escape(key)}</th>{cells}</tr>")
         if entry is None:
             body = f'<p class="muted">not in this run ({MISSING})</p>'
         else:
@@ -499,8 +500,8 @@ def _file_section(name: str, runs: list[tuple[str, dict]], metric: str) -> str:
                     f'{_marked(ref, "reference")}</p>'
                     f'<div class="label">recognised</div><p class="text">'
                     f'{_marked(hyp, "recognised")}</p>')
-        columns.append(f'<div class="run"><h4>{_e(key)}</h4>{body}</div>')
-    return (f'<section class="file"><h3>{_e(name)}</h3>'
+        columns.append(f'<div class="run"><h4>{escape(key)}</h4>{body}</div>')
+    return (f'<section class="file"><h3>{escape(name)}</h3>'
             f'<table class="filestats"><thead><tr><th>run</th>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table>'
             f'<div class="pair">{"".join(columns)}</div></section>')
@@ -521,12 +522,12 @@ def render_html(results: dict) -> str:
         meta += "; change = after − before (rates in percentage points, pts)"
     files = "".join(_file_section(n, runs, metric) for n in names)
     body = [
-        f"<h1>{_e(title)}</h1>",
-        f'<p class="meta">{_e(meta)}</p>',
-        *(f'<p class="meta">{_e(_run_line(k, r))}</p>' for k, r in runs),
+        f"<h1>{escape(title)}</h1>",
+        f'<p class="meta">{escape(meta)}</p>',
+        *(f'<p class="meta">{escape(_run_line(k, r))}</p>' for k, r in runs),
         "<h2>Summary</h2>",
         _summary_table(results, runs) if runs else f'<p class="muted">No runs ({MISSING}).</p>',
-        f"<h2>{_e(metric)} per file and timestamp errors</h2>",
+        f"<h2>{escape(metric)} per file and timestamp errors</h2>",
         _charts(results, runs, names),
         "<h2>Non-speech probes</h2>",
         '<p class="note">Sound with no word in it (silence, noise, hum, music): every word '
@@ -538,10 +539,15 @@ def render_html(results: dict) -> str:
         LEGEND,
         files or f'<p class="muted">No files ({MISSING}).</p>',
     ]
+    return page(title, body)
+
+
+def page(title: str, body: list[str], extra_css: str = "") -> str:
+    """A self-contained HTML page: the report's style (plus `extra_css`), then `body`'s parts."""
     return ("<!DOCTYPE html>\n"
             '<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{_e(title)}</title><style>{CSS}</style></head>\n<body>\n"
+            f"<title>{escape(title)}</title><style>{CSS}{extra_css}</style></head>\n<body>\n"
             + "\n".join(body) + "\n</body></html>\n")
 
 
