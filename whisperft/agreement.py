@@ -7,19 +7,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from .normalizers import get_normalizer
-from .quality import HasTiming, units
+from .quality import HasTiming, timed_units, units
 from .tokens import NO_SPACE_LANGUAGES
-
-
-def _timed_units(segments: Sequence[HasTiming], language: str, normalize) -> tuple[list[str], list[float]]:
-    """The recognised units in order, each with a time: spread evenly over its segment."""
-    found, times = [], []
-    for seg in segments:
-        words = units(normalize(seg.text), language)
-        step = (seg.end - seg.start) / max(len(words), 1)
-        found += words
-        times += [seg.start + (k + 0.5) * step for k in range(len(words))]
-    return found, times
 
 
 def _distance(t: float, span: tuple[float, float]) -> float:
@@ -40,7 +29,8 @@ def cue_agreement(texts: Sequence[str], spans: Sequence[tuple[float, float]],
         words = units(normalize(text), language) if text else []
         ref += words
         owner += [k] * len(words)
-    hyp, hyp_time = _timed_units(segments, language, normalize)
+    timed = [pair for seg in segments for pair in timed_units(seg, language, normalize)]
+    hyp, hyp_time = [unit for unit, _ in timed], [t for _, t in timed]
     errors = [0] * len(texts)
     heard: list[list[tuple[int, str]]] = [[] for _ in texts]
     if ref and hyp:

@@ -153,17 +153,17 @@ def _silences(reference: Sequence[HasTiming], audio_end: float,
     return gaps
 
 
-def _unit_times(segment: HasTiming, language: str,
-                normalize: Callable[[str], str]) -> list[float]:
-    """The time (midpoint) of each unit of a segment: from its word timestamps when it has
+def timed_units(segment: HasTiming, language: str,
+                normalize: Callable[[str], str]) -> list[tuple[str, float]]:
+    """Each unit of a segment with its time (midpoint): from its word timestamps when it has
     them, else the segment's units spread evenly over its span."""
     words = getattr(segment, "words", None)
     if words:
-        return [(w.start + w.end) / 2 for w in words
-                for _ in units(normalize(getattr(w, "word", "")), language)]
+        return [(unit, (w.start + w.end) / 2) for w in words
+                for unit in units(normalize(getattr(w, "word", "")), language)]
     found = units(normalize(segment.text), language)
     step = (segment.end - segment.start) / len(found) if found else 0.0
-    return [segment.start + (i + 0.5) * step for i in range(len(found))]
+    return [(unit, segment.start + (i + 0.5) * step) for i, unit in enumerate(found)]
 
 
 def words_in_silences(reference: list[Cue], hypothesis: list[HasTiming], min_gap: float = 1.0,
@@ -181,7 +181,7 @@ def words_in_silences(reference: list[Cue], hypothesis: list[HasTiming], min_gap
     silences = _silences(reference, audio_end, min_gap)
     count = 0
     for segment in hypothesis:
-        for t in _unit_times(segment, language, normalize):
+        for _, t in timed_units(segment, language, normalize):
             count += any(a < t < b for a, b in silences)
     return count
 
