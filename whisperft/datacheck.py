@@ -99,11 +99,14 @@ class FileCheck:
     cues: list[CueCheck] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
+    @property
+    def corrected(self) -> bool:
+        """Whether --fix-timing moves these cues: the fit is sure and they are off."""
+        return self.timing is not None and self.timing.sure and self.timing.off(self.duration)
+
     def fix(self, time: float) -> float:
-        """A cue time moved onto the speech when the timing is off and the fit sure, else as is."""
-        if self.timing is not None and self.timing.sure and self.timing.off(self.duration):
-            return self.timing.to_speech(time)
-        return time
+        """A cue time moved onto the speech when the timing is corrected, else as is."""
+        return self.timing.to_speech(time) if self.corrected else time
 
     @property
     def sound(self) -> bool:
@@ -239,18 +242,12 @@ def _say(message: str) -> None:
 
 
 def _pairs(audio_dir: str, transcript_dir: str | None) -> tuple[list, list[FileCheck]]:
-    from .pairing import pair_files
+    from .pairing import folder_pairs, no_pairs
 
-    audio_root = Path(audio_dir)
-    transcript_root = Path(transcript_dir or audio_dir)
-    for folder, flag in ((audio_root, "--audio-dir"), (transcript_root, "--transcript-dir")):
-        if not folder.is_dir():
-            raise UserError(f"{flag} {folder}: no such folder")
-    pairs, problems, _ = pair_files(audio_root, transcript_root)
-    unreadable = [FileCheck(p.split(": ", 1)[0], "", problems=[Problem(UNREADABLE, p)]) for p in problems]
+    pairs, problems, _ = folder_pairs(audio_dir, transcript_dir)
     if not pairs:
-        raise UserError(f"{audio_root}: no audio file with a matching .srt/.vtt in {transcript_root}")
-    return pairs, unreadable
+        raise no_pairs(audio_dir, transcript_dir)
+    return pairs, [FileCheck(p.split(": ", 1)[0], "", problems=[Problem(UNREADABLE, p)]) for p in problems]
 
 
 def _loaded(pairs, failed: list[FileCheck]):
@@ -322,7 +319,7 @@ def file_json(check: FileCheck) -> dict:
         "sure": fit.sure, "off": fit.off(check.duration), "paired_edges": fit.paired, "edges": fit.edges,
         "residual": None if math.isinf(fit.residual) else round(fit.residual, 4),
         "offset_error": None if math.isinf(fit.offset_error) else round(fit.offset_error, 4),
-        "applied_by_fix_timing": fit.sure and fit.off(check.duration), "description": fit.describe()}
+        "applied_by_fix_timing": check.corrected, "description": fit.describe()}
     return {"audio": check.audio, "subtitles": check.subtitles, "duration": round(check.duration, 3),
             "sound": check.sound, "timing": timing,
             "problems": [{"kind": p.kind, "rank": PROBLEM_ORDER.index(p.kind), "cue": p.cue, "message": p.message,
@@ -350,7 +347,7 @@ def findings_for_prepare(pairs, language: str, output: str, *, listen: bool, mod
     OUTPUT-STEM_check.json (and .html after a model pass, which only `listen` asks for: timing
     needs the voice-activity detector alone)."""
     from .fileio import write_json_atomic
-    from .repairs import read_findings
+    from .repairs import index_findings, read_findings
 
     if report:
         return read_findings(report)
@@ -363,7 +360,7 @@ def findings_for_prepare(pairs, language: str, output: str, *, listen: bool, mod
 
         write_check_page(data, path.with_suffix(".html"))
     _say(f"data check: {data['summary']['cues_sound']} of {data['summary']['cues']} cues look sound -> {path}")
-    return read_findings(path)
+    return index_findings(data["files"])
 
 
 def problem_lines(files: list[FileCheck]) -> list[str]:

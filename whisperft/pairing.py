@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .audio import AUDIO_EXTENSIONS
+from .errors import UserError
 from .subtitles import SUBTITLE_SUFFIXES
 
 
@@ -43,3 +44,21 @@ def pair_files(audio_dir: Path, transcript_dir: Path) -> tuple[list[tuple[Path, 
         if stem not in used:
             problems.append(f"{paths[0]}: no audio file named {stem}.* in {audio_dir}")
     return pairs, problems, notes
+
+
+def folder_pairs(audio_dir: str | Path, transcript_dir: str | Path | None = None
+                 ) -> tuple[list[tuple[Path, Path]], list[str], list[str]]:
+    """`pair_files` for the --audio-dir / --transcript-dir flags (transcripts default to the
+    audio folder): a missing folder is a UserError naming it."""
+    audio_root = Path(audio_dir)
+    transcript_root = Path(transcript_dir or audio_dir)
+    for folder, flag in ((audio_root, "--audio-dir"), (transcript_root, "--transcript-dir")):
+        if not folder.is_dir():
+            raise UserError(f"{flag} {folder}: no such folder")
+    return pair_files(audio_root, transcript_root)
+
+
+def no_pairs(audio_dir: str | Path, transcript_dir: str | Path | None = None) -> UserError:
+    """The error for folders that hold no recording with its transcript."""
+    return UserError(f"{Path(audio_dir)}: no audio file with a matching .srt/.vtt in "
+                     f"{Path(transcript_dir or audio_dir)}")

@@ -37,7 +37,7 @@ from .manifest import Record, write_manifest
 from .options import flag, opt
 from .packing import PACK_GAP_MS, Clip, Pack, Packer
 from .cliplist import METADATA_FILES, read_clip_list
-from .pairing import pair_files
+from .pairing import folder_pairs, no_pairs
 from .subtitles import SubtitleWarning, read_subtitles
 from .tokens import NO_SPACE_LANGUAGES, language_code
 from .windows import (LEFT_OUT, SILENCE_SUBSAMPLED, TOO_MANY_TOKENS, check_window_options, join_cue_lines,
@@ -205,18 +205,13 @@ def _prepare_recordings(opts: PrepareOptions, language: str, dump_dir: Path | No
 
     from .audio import load_audio
 
-    audio_dir = Path(opts.audio_dir)
-    transcript_dir = Path(opts.transcript_dir or opts.audio_dir)
-    for folder, name in ((audio_dir, "--audio-dir"), (transcript_dir, "--transcript-dir")):
-        if not folder.is_dir():
-            raise UserError(f"{name} {folder}: no such folder")
-    pairs, problems, notes = pair_files(audio_dir, transcript_dir)
+    pairs, problems, notes = folder_pairs(opts.audio_dir, opts.transcript_dir)
     for note in notes:
         _say(f"note: {note}")
     for problem in problems:
         tally.fail(problem)
     if not pairs:
-        raise UserError(f"{audio_dir}: no audio file with a matching .srt/.vtt in {transcript_dir}")
+        raise no_pairs(opts.audio_dir, opts.transcript_dir)
 
     judge_text = opts.max_cue_wer is not None or opts.max_cue_cer is not None
     findings = None

@@ -25,12 +25,16 @@ class RepairedCue:
 
 
 def read_findings(path: str | Path) -> dict[str, dict]:
-    """The per-file findings of a check-data JSON, by audio path (absolute) and by file name."""
+    """The per-file findings of a check-data JSON file (see `index_findings`)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-        files = data["files"]
+        return index_findings(data["files"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{path}: not a check-data findings file ({exc})") from None
+
+
+def index_findings(files: list) -> dict[str, dict]:
+    """Per-file findings (the JSON's "files") by audio path (absolute) and by file name."""
     found: dict[str, dict] = {}
     for entry in files:
         if isinstance(entry, dict) and entry.get("audio"):
