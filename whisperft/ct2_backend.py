@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
+from . import audio_ctx
 from .audio import SAMPLE_RATE
 from .errors import UserError
 from .tokens import language_code
@@ -22,6 +25,35 @@ def ct2_compute_type(compute_type: str, device: str) -> str:
     if compute_type == "auto":
         return "float16" if device == "cuda" else "float32"
     return compute_type
+
+
+def _ct2_marked(folder: Path) -> bool:
+    """Whether a CTranslate2 folder's model was trained for a cut context (saving.save_ct2
+    copies the mark from the generation config into config.json)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return config.get(audio_ctx.CONFIG_MARK) == "auto"
+
+
+def _cut_context_class(whisper_model_class, policy: int | str):
+    """faster-whisper's WhisperModel encoding only the positions each window's audio needs.
+
+    faster-whisper pads every window to 3000 log-mel frames with exact zeros (a real frame is
+    never all zeros: the log-mel is clamped to 8 below its peak and shifted), so the trailing
+    all-zero frames are the padding and what is left is the window's audio.
+    """
+
+    class CutContextWhisperModel(whisper_model_class):
+        def encode(self, features: np.ndarray):
+            # features: (n_mels, frames), or (batch, n_mels, frames)
+            nonzero = np.flatnonzero(np.abs(features).reshape(-1, features.shape[-1]).max(axis=0) > 0)
+            content = int(nonzero[-1]) + 1 if nonzero.size else 0
+            n = audio_ctx.positions_to_use(policy, content)
+            return super().encode(np.ascontiguousarray(features[..., : n * audio_ctx.FRAMES_PER_POSITION]))
+
+    return CutContextWhisperModel
 
 
 class CT2Transcriber:
@@ -55,6 +87,9 @@ class CT2Transcriber:
         # on CPU the cores are shared among the workers, not each given them all
         cores = options.threads if options.threads > 0 else (os.cpu_count() or 1)
         threads = max(1, cores // workers) if device_type == "cpu" else 0
+        policy = audio_ctx.resolve(options.audio_ctx, _ct2_marked(folder), options.force, options.model)
+        if policy is not None:
+            WhisperModel = _cut_context_class(WhisperModel, policy)
         try:
             model = WhisperModel(str(folder), device=device_type, device_index=int(index or 0),
                                  compute_type=ct2_compute_type(options.compute_type, device_type),

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .audio import FRAMES_PER_SECOND, N_FRAMES, SAMPLE_RATE, load_audio
+from .audio import CHUNK_LENGTH, FRAMES_PER_SECOND, N_FRAMES, SAMPLE_RATE, load_audio
 from .errors import UserError
 from .features import window_features
 from .manifest import Record, read_manifest
@@ -135,7 +135,15 @@ class WhisperDataset(Dataset):
             feats = feats.clone()
             feats[:, int(ex.trim_at * FRAMES_PER_SECOND):] = 0.0
         return {"input_features": feats, "decoder_input_ids": ex.decoder_input_ids,
-                "labels": ex.labels, "index": index, "trimmed": ex.trim_at is not None}
+                "labels": ex.labels, "index": index, "trimmed": ex.trim_at is not None,
+                "seconds": self.seconds(r) if ex.trim_at is None else ex.trim_at,
+                "ctx_draw": rng.random()}  # the margin of a cut context (audio_ctx.py), if trained
+
+    def seconds(self, r: Record) -> float:
+        """Seconds of audio in an example (at most one window), what a cut context must cover."""
+        if r.duration is None:
+            return min(len(self._audio(r)) / SAMPLE_RATE, CHUNK_LENGTH)
+        return min(r.duration, CHUNK_LENGTH)
 
     def label_length(self, index: int) -> int:
         """Cheap length proxy for batching (characters of text and prompt)."""
@@ -161,6 +169,8 @@ def collate(items: list[dict], pad_id: int) -> dict:
         "labels": labels,
         "index": [it["index"] for it in items],
         "trimmed": [it["trimmed"] for it in items],
+        "seconds": [it["seconds"] for it in items],
+        "ctx_draws": [it["ctx_draw"] for it in items],
         "n_tokens": int(mask.sum()),
         "n_padded": int(mask.numel()),
     }

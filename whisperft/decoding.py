@@ -51,7 +51,7 @@ from .errors import UserError
 from .features import LongLogMel
 from .tokens import TokenLayout, language_code
 from .transcription import PROMPT_RESET_TEMPERATURE, Segment, Transcript, TranscribeOptions, check_language, Stopped
-from . import word_timing
+from . import audio_ctx, word_timing
 
 INPUT_STRIDE = 2  # log-mel frames per encoder position, i.e. per timestamp token (20 ms)
 
@@ -234,6 +234,8 @@ class TorchTranscriber:
         self._bare_config = copy.deepcopy(gen)
         self._bare_config.suppress_tokens = None
         self._bare_config.begin_suppress_tokens = None
+        self.audio_ctx = audio_ctx.resolve(self.opts.audio_ctx, audio_ctx.is_marked(gen), self.opts.force,
+                                           bundle.source)
         self.initial_prompt = (tok.encode(" " + self.opts.initial_prompt.strip(), add_special_tokens=False)
                                if self.opts.initial_prompt else [])
 
@@ -263,8 +265,9 @@ class TorchTranscriber:
 
     # -- model calls -------------------------------------------------------------------------
 
-    def _encode(self, windows: torch.Tensor) -> torch.Tensor:
-        return self.model.model.encoder(windows.to(self.device, self.dtype)).last_hidden_state
+    def _encode(self, windows: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
+        n = audio_ctx.positions_to_use(self.audio_ctx, max(sizes))
+        return audio_ctx.encode(self.model.model.encoder, windows.to(self.device, self.dtype), n)
 
     def _no_speech_probs(self, enc: torch.Tensor, prefixes: list[list[int]]) -> list[float]:
         """P(<|nospeech|>) predicted at the <|startoftranscript|> position (openai-whisper's)."""
@@ -465,7 +468,7 @@ class TorchTranscriber:
         """Decode the window at `seek` of every state and move each one on."""
         o = self.opts
         windows, sizes = zip(*(st.window() for st in states))
-        enc = self._encode(torch.stack(windows))
+        enc = self._encode(torch.stack(windows), sizes)
         parts = [self._prompt(st) for st in states]
         no_speech = self._no_speech_probs(enc, [p[0] for p in parts])
         decodes = self._decode_with_fallback(enc, [p[0] + p[1] for p in parts], no_speech)

@@ -1,5 +1,7 @@
 """What a model in training is measured by: its cross-entropy at the target positions only
-(`TargetLoss`: what the loop minimises and validation reports), that loss over a validation set,
+(`TargetLoss`: what the loop minimises and validation reports; with --dynamic-audio-ctx
+`DynamicContextLoss`, the same on a cut context plus a distillation term; `objective` picks
+one), that loss over a validation set,
 and what greedy decoding of validation examples shows: WER, timestamp error and marks of
 hallucination (quality.py measures the last two)."""
 
@@ -7,8 +9,11 @@ from __future__ import annotations
 
 import torch
 
+from . import audio_ctx
 from .conversions import base_model
 from .tokens import IGNORE_INDEX
+
+DISTILL_TEMPERATURE = 1.0  # of the KL term of --dynamic-audio-ctx (1: the plain distributions)
 
 
 class TargetLoss(torch.nn.Module):
@@ -26,7 +31,9 @@ class TargetLoss(torch.nn.Module):
         self.model = model  # WhisperForConditionalGeneration, or a PEFT model around one
 
     def forward(self, decoder_input_ids, decoder_attention_mask, labels, input_features=None,
-                encoder_outputs=None, reduction: str = "mean"):
+                encoder_outputs=None, seconds=None, ctx_draws=None, reduction: str = "mean"):
+        # `seconds` and `ctx_draws` (each example's audio, a random margin) matter only to a
+        # cut context (audio_ctx.py): here the encoder always sees the full 30 s
         whisper = base_model(self.model)
         hidden = whisper.model(input_features=input_features, encoder_outputs=encoder_outputs,
                                decoder_input_ids=decoder_input_ids,
@@ -35,6 +42,85 @@ class TargetLoss(torch.nn.Module):
         keep = labels != IGNORE_INDEX
         logits = whisper.proj_out(hidden[keep])
         return torch.nn.functional.cross_entropy(logits.float(), labels[keep], reduction=reduction)
+
+
+class DynamicContextLoss(torch.nn.Module):
+    """The training objective of `--dynamic-audio-ctx`: the cross-entropy of the targets with the
+    encoder cut to each batch's audio (plus a random margin), and `distill_weight` times the KL
+    divergence from the frozen original model's predictions on the full 30 s context.
+
+    The cut is one length per batch (its longest audio), so a batch stays one tensor; the data
+    layer gives each example's seconds of audio and its margin's random draw. As in
+    `TargetLoss`, only the target positions are projected onto the vocabulary.
+    """
+
+    def __init__(self, model, teacher, distill_weight: float):
+        super().__init__()
+        self.model = model
+        self.teacher = teacher  # frozen: not a parameter of this module's optimizer
+        self.distill_weight = distill_weight
+
+    def _hidden(self, whisper, encoder_states, decoder_input_ids, decoder_attention_mask):
+        return whisper.model.decoder(input_ids=decoder_input_ids, attention_mask=decoder_attention_mask,
+                                     encoder_hidden_states=encoder_states, use_cache=False).last_hidden_state
+
+    def forward(self, decoder_input_ids, decoder_attention_mask, labels, input_features=None,
+                encoder_outputs=None, seconds=None, ctx_draws=None, teacher_states=None,
+                reduction: str = "mean"):
+        whisper = base_model(self.model)
+        keep = labels != IGNORE_INDEX
+        n = audio_ctx.FULL_POSITIONS
+        if seconds is not None:  # validation: the cut context a transcriber would use
+            n = audio_ctx.batch_positions(seconds, ctx_draws if self.training else None)
+        states = audio_ctx.encode(whisper.model.encoder, input_features, n)
+        hidden = self._hidden(whisper, states, decoder_input_ids, decoder_attention_mask)
+        logits = whisper.proj_out(hidden[keep]).float()
+        loss = torch.nn.functional.cross_entropy(logits, labels[keep], reduction=reduction)
+        if not self.training or self.distill_weight <= 0:
+            return loss
+        with torch.no_grad():
+            teacher = base_model(self.teacher)
+            if teacher_states is None:  # else from the encoder cache: the teacher never changes
+                teacher_states = teacher.model.encoder(input_features).last_hidden_state
+            t_hidden = self._hidden(teacher, teacher_states, decoder_input_ids, decoder_attention_mask)
+            t_logits = teacher.proj_out(t_hidden[keep]).float()
+        kl = torch.nn.functional.kl_div(torch.log_softmax(logits / DISTILL_TEMPERATURE, -1),
+                                        torch.log_softmax(t_logits / DISTILL_TEMPERATURE, -1),
+                                        log_target=True, reduction="batchmean")
+        return loss + self.distill_weight * kl * DISTILL_TEMPERATURE ** 2
+
+
+def check_dynamic_ctx(cfg) -> None:
+    """`--dynamic-audio-ctx` against the rest of a TrainConfig: one line, before anything slow."""
+    from .errors import UserError
+
+    if not cfg.dynamic_audio_ctx:
+        return
+    if cfg.train_only_decoder:
+        raise UserError("--dynamic-audio-ctx trains the encoder on a cut context: "
+                        "drop --train-only-decoder")
+    if cfg.distill_weight < 0:
+        raise UserError("--distill-weight must be 0 or more")
+
+
+def objective(cfg, bundle, train_state: dict | None):
+    """What a run minimises: `TargetLoss`, or with --dynamic-audio-ctx a `DynamicContextLoss`
+    whose teacher is the model the run started from (loaded again on resume)."""
+    import copy
+    import json
+
+    if not cfg.dynamic_audio_ctx:
+        return TargetLoss(bundle.model)
+    if train_state is None:
+        teacher = copy.deepcopy(base_model(bundle.model))
+    else:
+        from .models import load_model
+
+        started_from = json.loads(train_state.get("config") or "{}").get("model") or cfg.model
+        teacher = load_model(started_from).model
+    teacher.to(next(bundle.model.parameters()).device).eval().requires_grad_(False)
+    audio_ctx.mark(base_model(bundle.model).generation_config)
+    return DynamicContextLoss(bundle.model, teacher, cfg.distill_weight)
 
 
 @torch.no_grad()
@@ -48,7 +134,7 @@ def evaluate_loss(net: TargetLoss, loader, device, autocast) -> float:
             loss = net(input_features=batch["input_features"].to(device),
                        decoder_input_ids=batch["decoder_input_ids"].to(device),
                        decoder_attention_mask=batch["decoder_attention_mask"].to(device),
-                       labels=labels, reduction="sum")
+                       labels=labels, seconds=batch["seconds"], reduction="sum")
         total += loss.item()
         tokens += int((labels != IGNORE_INDEX).sum())
     net.train()

@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
+from .audio import TIME_PRECISION
+from .audio_ctx import MARGIN, MIN_POSITIONS, is_marked, positions_for
 from .ggml import save_ggml
 from .model_card import EVALUATION_FILE, WHISPER_LICENSE, build_card, read_run_facts
 from .models import load_model
@@ -55,4 +57,9 @@ def export(opts: ExportOptions) -> int:
     else:
         save_ct2(bundle, opts.out, opts.quantization, card=card)
     print(f"wrote {opts.format} model to {opts.out}" + (" with its model card README.md" if card else ""))
+    if opts.format == "ggml" and is_marked(bundle.model.generation_config):
+        # whisper.cpp cannot read the mark: the context has to be given on its command line
+        print(f"this model was trained for a cut audio context: run whisper.cpp with -ac N, N = "
+              f"{round(1 / TIME_PRECISION)} x (seconds of audio + {MARGIN:g}), at least {MIN_POSITIONS} "
+              f"(e.g. -ac {positions_for(5.0)} for a 5 s clip)")
     return 0

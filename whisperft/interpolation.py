@@ -144,27 +144,19 @@ def _check_alpha(alpha: float | None) -> float:
     return float(alpha)
 
 
-def save_checkpoint(bundle, path: str | Path, dtype: str) -> Path:
-    """The openai-whisper checkpoint training writes (best_model.pt's kind), atomically."""
-    import torch
-
-    from .saving import save_openai
-
-    try:
-        return save_openai(bundle, path, getattr(torch, dtype))
-    except OSError as exc:
-        raise UserError(f"{path}: could not write the checkpoint ({exc.strerror or exc})") from None
-
-
 def interpolate_models(base: str, model: str, alpha: float, out: str | Path, dtype: str = "float16",
                        device: str = "cpu") -> Path:
     """Write θ = α·θ_model + (1−α)·θ_base to `out` (an openai-whisper .pt); the fine-tune's
     tokenizer and generation config go with it."""
+    import torch
+
+    from .saving import save_checkpoint
+
     alpha = _check_alpha(alpha)
     base_bundle, tuned = load_pair(base, model, device)
     weights = parameters(tuned)
     set_interpolated(weights, parameters(base_bundle), weights, alpha, dtype)
-    return save_checkpoint(tuned, out, dtype)
+    return save_checkpoint(tuned, out, dtype=getattr(torch, dtype))
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,10 +261,12 @@ def _alpha_dir(out: Path, alpha: float) -> Path:
 
 def run_sweep(opts: InterpolateOptions) -> dict:
     """The sweep (see the module docstring); returns what sweep.json holds."""
+    import torch
     from tqdm import tqdm
 
     from .devices import choose_device
     from .general_set import make_general_set
+    from .saving import save_checkpoint
 
     if opts.domain_audio is None:
         raise UserError("--sweep needs --domain-audio DIR (your domain's audio, references beside it)")
@@ -307,7 +301,7 @@ def run_sweep(opts: InterpolateOptions) -> dict:
                        f"{wers['general']:.2%}", file=sys.stderr)
     best = recommend_alpha(points, opts.keep_gain)
     set_interpolated(work, base, fine, best["alpha"], opts.dtype)
-    save_checkpoint(tuned, out / "model.pt", opts.dtype)
+    save_checkpoint(tuned, out / "model.pt", dtype=getattr(torch, opts.dtype))
     return {"base": opts.base, "model": opts.model, "dtype": opts.dtype,
             "domain_audio": str(sets[0].audio_dir), "general_audio": str(sets[1].audio_dir),
             "points": [vars(p) for p in points], "recommended": best,

@@ -29,7 +29,7 @@ import torch
 from .conversions import base_model, ct2_to_hf_state_dict, openai_to_hf_name, read_ct2_model_bin
 from .errors import UserError
 from .offline import offline_package, offline_pip_spec
-from .saving import save_ct2, save_hf
+from .saving import OWN_CONFIG_PREFIX, save_ct2, save_hf
 from .tokenizer import (build_generation_config, build_tokenizer, reference_generation_config,
                         reference_tokenizer, whisper_config)
 
@@ -176,6 +176,8 @@ def load_ct2(folder: str | Path, model_files: list[Path] | None = None, source: 
         tokenizer, sizes["vocab_size"], ct2_cfg.get("suppress_ids", []),
         ct2_cfg.get("suppress_ids_begin", [220, tokenizer.convert_tokens_to_ids("<|endoftext|>")]),
         ct2_cfg.get("alignment_heads"))
+    for key in (k for k in ct2_cfg if k.startswith(OWN_CONFIG_PREFIX)):
+        setattr(gen, key, ct2_cfg[key])
     pre = folder / "preprocessor_config.json"
     if pre.is_file():
         n_mels = json.loads(pre.read_text(encoding="utf-8")).get("feature_size", sizes["num_mel_bins"])

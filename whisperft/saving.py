@@ -5,6 +5,7 @@ folder. whisper.cpp's format is ggml.py's. Each writer takes a `models.WhisperBu
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import struct
@@ -167,7 +168,32 @@ def save_openai(bundle, path: str | Path, dtype: torch.dtype = torch.float16) ->
     return atomic_torch_save(openai_checkpoint(bundle, dtype), path)
 
 
+def save_checkpoint(bundle, path: str | Path, train_state: dict | None = None,
+                    dtype: torch.dtype = torch.float32) -> Path:
+    """The checkpoint training writes (best_model.pt's kind): openai-whisper's format, with the
+    resume state when given, atomic (a failed write leaves the previous file intact). A LoRA
+    model is saved merged: downstream tools take plain weights."""
+    ckpt = openai_checkpoint(bundle, dtype)
+    if train_state is not None:
+        ckpt["whisperft_train_state"] = train_state
+    try:
+        return atomic_torch_save(ckpt, path)
+    except OSError as exc:
+        raise UserError(f"{path}: could not write the checkpoint ({exc.strerror or exc}); "
+                        "the previous one is intact") from None
+
+
 CT2_QUANTIZATIONS = ("float32", "float16", "int8", "int8_float16", "int8_float32", "bfloat16")
+
+
+# Generation-config entries of whisperft's own (e.g. audio_ctx.CONFIG_MARK) start with this; a
+# CTranslate2 folder keeps them in its config.json (faster-whisper ignores keys it does not
+# know) and models.py puts them back on the generation config.
+OWN_CONFIG_PREFIX = "whisperft_"
+
+
+def _own_generation_entries(bundle) -> dict:
+    return {k: v for k, v in bundle.model.generation_config.to_dict().items() if k.startswith(OWN_CONFIG_PREFIX)}
 
 
 def save_ct2(bundle, out_dir: str | Path, quantization: str = "float16", card: str | None = None) -> Path:
@@ -190,5 +216,9 @@ def save_ct2(bundle, out_dir: str | Path, quantization: str = "float16", card: s
             # the converter insists on creating the folder itself
             os.rmdir(tmp)
             converter.convert(str(tmp), quantization=quantization, force=True)
+            own = _own_generation_entries(bundle)
+            if own:
+                config = json.loads((Path(tmp) / "config.json").read_text(encoding="utf-8"))
+                (Path(tmp) / "config.json").write_text(json.dumps({**config, **own}, indent=2), encoding="utf-8")
             _write_card(tmp, card)
     return out_dir

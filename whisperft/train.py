@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from .errors import UserError
-from .evaluation import TargetLoss, describe_decoding, evaluate_decoding, evaluate_loss
+from .evaluation import check_dynamic_ctx, describe_decoding, objective, evaluate_decoding, evaluate_loss
 from .fileio import atomic_dir, atomic_write_text, write_json_atomic
 from .conversions import base_model
 from .loss_curve import plot_loss_curve
@@ -42,6 +42,7 @@ from .models import trainable_names
 from .options import flag, opt
 from .resume import check_resume_flags, read_resume_state, restore_train_state, rng_state
 from .run_commands import print_end_of_run
+from .saving import save_checkpoint
 from .sharding import WholeOptimizerState, check_sharded_flags, gathered_bundle, sharding_note, with_cpu_fsdp
 from .stop_signals import StopFlag, ignore_stop_signals, workers_ignore_stop_signals
 from .tracking import REPORT_TO, accelerator_kwargs, check_report_to, start_tracking, track
@@ -72,7 +73,8 @@ class TrainConfig:
     train_only_decoder: bool = opt(False, "freeze the encoder: no encoder gradients or optimizer state")
     cache_encoder_outputs: bool = opt(True, "with --train-only-decoder: encode each window once "
                                       "(float16, memory-mapped in SAVE_DIR/encoder_cache) and train "
-                                      "the decoder from that")
+                                      "the decoder from that; with --dynamic-audio-ctx, the same for "
+                                      "the frozen original's full-context encoding")
     prompt_use_rate: float = opt(0.5, "share of examples conditioned on the previous text (prompt)")
     no_timestamps_rate: float = opt(0.5, "share of examples trained without timestamps")
     no_timestamps_training: bool = opt(False, "train without timestamp tokens at all")
@@ -94,6 +96,10 @@ class TrainConfig:
     lora_dropout: float = opt(0.05, "dropout on the LoRA input")
     lora_targets: str = opt("q_proj,k_proj,v_proj,out_proj,fc1,fc2",
                             "comma-separated names of the linear layers that get adapters")
+    dynamic_audio_ctx: bool = opt(False, "train for a cut audio context (transcribe --audio-ctx): each "
+                                  "batch encoded on its audio plus a random margin, not 30 s")
+    distill_weight: float = opt(1.0, "with --dynamic-audio-ctx: weight of the KL term towards the "
+                                "original model on the full context")
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,22 +128,6 @@ def make_optimizer(params: list, cfg: TrainConfig, device: torch.device):
     # fused AdamW steps ~4x faster than the for-each one on CPU, and is the fast path on CUDA
     fused = device.type in ("cpu", "cuda")
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
-
-
-def save_checkpoint(bundle, path: Path, train_state: dict | None = None,
-                    dtype: torch.dtype = torch.float32) -> None:
-    """openai-whisper checkpoint (+ our tokenizer/generation config, + resume state), atomic.
-    A LoRA model is saved merged (downstream tools take plain weights)."""
-    from .saving import atomic_torch_save, openai_checkpoint
-
-    ckpt = openai_checkpoint(bundle, dtype)
-    if train_state is not None:
-        ckpt["whisperft_train_state"] = train_state
-    try:
-        atomic_torch_save(ckpt, path)
-    except OSError as exc:
-        raise UserError(f"{path}: could not save the checkpoint ({exc.strerror or exc}); "
-                        "the previous one is intact") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,6 +165,7 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError("--best-by wer needs --eval-wer N (N > 0) and --dev-json: "
                         "WER is measured on validation data")
     check_report_to(cfg.report_to)
+    check_dynamic_ctx(cfg)
 
 
 def make_accelerator(cfg: TrainConfig):
@@ -262,7 +253,7 @@ class _Run:
     layout: Any
     train_set: Any
     dev_set: Any  # None without --dev-json
-    net: Any  # TargetLoss around bundle.model, as accelerator.prepare returned it
+    net: Any  # audio_ctx.objective around bundle.model, as accelerator.prepare returned it
     optimizer: Any
     params: list  # the trained tensors
     names: list[str]  # their names, saved for resume
@@ -276,6 +267,7 @@ class _Run:
     train_loader: Any = None
     dev_loader: Any = None  # None without --dev-json
     enc_cache: Any = None  # with --train-only-decoder --cache-encoder-outputs
+    teacher_cache: Any = None  # the frozen original's, with --dynamic-audio-ctx --cache-encoder-outputs
 
     @property
     def device(self) -> torch.device:
@@ -315,7 +307,7 @@ def _set_up(cfg: TrainConfig) -> _Run:
     layout, train_set, dev_set = make_datasets(cfg, bundle, train_records, dev_records)
     names = trainable_names(bundle.model)
     optimizer = make_optimizer([p for p in bundle.model.parameters() if p.requires_grad], cfg, device)
-    net, optimizer = accelerator.prepare(TargetLoss(bundle.model), optimizer)
+    net, optimizer = accelerator.prepare(objective(cfg, bundle, train_state), optimizer)
     params = [p for p in bundle.model.parameters() if p.requires_grad]  # after prepare: FSDP's shards
     run = _Run(cfg, accelerator, bundle, layout, train_set, dev_set, net, optimizer, params, names,
                train_state, train_fingerprint, Path(cfg.save_dir))
@@ -328,17 +320,20 @@ def _set_up(cfg: TrainConfig) -> _Run:
     run.train_loader, run.dev_loader = make_loaders(cfg, train_set, dev_set, layout, world, rank, run.start_step,
                                                     workers)
     if cfg.train_only_decoder and cfg.cache_encoder_outputs:
-        run.enc_cache = _build_encoder_cache(run)
+        run.enc_cache = _build_encoder_cache(run, base_model(bundle.model))
+    if cfg.dynamic_audio_ctx and cfg.distill_weight > 0 and cfg.cache_encoder_outputs:
+        run.teacher_cache = _build_encoder_cache(run, accelerator.unwrap_model(net).teacher)
     _start_run_folder(run, notes)
     start_tracking(accelerator, cfg)
     return run
 
 
-def _build_encoder_cache(run: _Run):
-    """The training set's encoder outputs: the main process writes them, the others open them."""
+def _build_encoder_cache(run: _Run, encoder):
+    """The training set's outputs of `encoder` (a Whisper model whose encoder is frozen): the
+    main process writes them, the others open them."""
     from .encoder_cache import EncoderCache
 
-    encoder, path = base_model(run.bundle.model), run.save_dir / "encoder_cache"
+    path = run.save_dir / "encoder_cache"
     cache = EncoderCache.build(encoder, run.train_set, path, run.device) if run.main else None
     run.accelerator.wait_for_everyone()
     if not run.main:
@@ -546,27 +541,31 @@ def _forward_backward(run: _Run, batches, progress: _Progress) -> float:
         # gradients are all-reduced once per optimizer step, not per micro-batch
         sync = accelerator.no_sync(run.net) if not last_micro else contextlib.nullcontext()
         if run.enc_cache is not None:
-            inputs = {"encoder_outputs": (_encoder_states(run, batch),)}
+            inputs = {"encoder_outputs": (_encoder_states(run, batch, run.enc_cache, base_model(run.bundle.model)),)}
         else:
             inputs = {"input_features": batch["input_features"].to(device)}
+        if run.teacher_cache is not None:
+            teacher = run.accelerator.unwrap_model(run.net).teacher
+            inputs["teacher_states"] = _encoder_states(run, batch, run.teacher_cache, teacher)
         with sync, accelerator.autocast():
             loss = run.net(**inputs,
                            decoder_input_ids=batch["decoder_input_ids"].to(device),
                            decoder_attention_mask=batch["decoder_attention_mask"].to(device),
-                           labels=batch["labels"].to(device)) / cfg.accum_grad_steps
+                           labels=batch["labels"].to(device), seconds=batch["seconds"],
+                           ctx_draws=batch["ctx_draws"]) / cfg.accum_grad_steps
             accelerator.backward(loss)
         step_loss += loss.item()
     return step_loss
 
 
-def _encoder_states(run: _Run, batch) -> torch.Tensor:
-    """Cached encoder outputs; rows whose audio was trimmed this step are encoded anew."""
-    states = run.enc_cache.get(batch["index"], run.device)
+def _encoder_states(run: _Run, batch, cache, model) -> torch.Tensor:
+    """Cached encoder outputs of `model`; rows whose audio was trimmed this step are encoded anew."""
+    states = cache.get(batch["index"], run.device)
     fresh = [i for i, t in enumerate(batch["trimmed"]) if t]
     if fresh:
         with torch.no_grad():
             feats = batch["input_features"][fresh].to(run.device)
-            states[fresh] = base_model(run.bundle.model).model.encoder(feats).last_hidden_state.float()
+            states[fresh] = model.model.encoder(feats).last_hidden_state.float()
     return states
 
 

@@ -70,6 +70,12 @@ class TranscribeOptions:
     threads: int = opt(0, "CPU threads (0: all cores; with --backend ct2, shared by the --batch-size workers)")
     compute_type: str = opt("auto", "weights/activations: auto = float16 on GPU, float32 on CPU; "
                                     "int8* with --backend ct2 only", choices=COMPUTE_TYPES)
+    audio_ctx: str | None = opt(None, "encoder context for audio under 30 s and a long file's last "
+                                      "window: auto = the audio plus 1 s; N = N positions (50 per second) "
+                                      "where the audio fits in them; full = always 30 s. Default: auto "
+                                      "for a model trained with --dynamic-audio-ctx, else full")
+    force: bool = opt(False, "allow --audio-ctx on a model not trained for it (it will likely "
+                             "repeat itself or stop early)")
     overwrite: bool = opt(False, "transcribe again files whose transcripts already exist")
 
     def temperatures(self) -> tuple[float, ...]:
