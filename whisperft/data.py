@@ -136,19 +136,22 @@ class WhisperDataset(Dataset):
             feats[:, int(ex.trim_at * FRAMES_PER_SECOND):] = 0.0
         return {"input_features": feats, "decoder_input_ids": ex.decoder_input_ids,
                 "labels": ex.labels, "index": index, "trimmed": ex.trim_at is not None,
-                "seconds": self.seconds(r) if ex.trim_at is None else ex.trim_at,
+                "seconds": content_seconds(r, feats) if ex.trim_at is None else ex.trim_at,
                 "ctx_draw": rng.random()}  # the margin of a cut context (audio_ctx.py), if trained
-
-    def seconds(self, r: Record) -> float:
-        """Seconds of audio in an example (at most one window), what a cut context must cover."""
-        if r.duration is None:
-            return min(len(self._audio(r)) / SAMPLE_RATE, CHUNK_LENGTH)
-        return min(r.duration, CHUNK_LENGTH)
 
     def label_length(self, index: int) -> int:
         """Cheap length proxy for batching (characters of text and prompt)."""
         r = self.records[index]
         return len(r.text) + len(r.prompt)
+
+
+def content_seconds(r: Record, features: torch.Tensor) -> float:
+    """Seconds of audio in an example (at most one window): what a cut context must cover. A
+    whole-clip record's log-mel tells: it is padded with exact zeros past the audio."""
+    if r.duration is not None:
+        return min(r.duration, CHUNK_LENGTH)
+    heard = torch.nonzero(features.abs().amax(dim=0) > 0)
+    return (int(heard[-1]) + 1) / FRAMES_PER_SECOND if len(heard) else 0.0
 
 
 def collate(items: list[dict], pad_id: int) -> dict:
