@@ -12,6 +12,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .audio import SAMPLE_RATE
+from .chunking import VAD_PARAMETERS
 from .errors import UserError
 from .tokens import language_code
 from .transcription import (PROMPT_RESET_TEMPERATURE, Segment, Transcript, TranscribeOptions, Word, check_language,
@@ -51,7 +52,8 @@ class CT2Transcriber:
         from .models import ct2_model_dir
 
         folder = ct2_model_dir(options.model)
-        workers = max(1, options.batch_size)
+        # --batched: one file at a time, its chunks batched inside CTranslate2
+        workers = 1 if options.batched else max(1, options.batch_size)
         # on CPU the cores are shared among the workers, not each given them all
         cores = options.threads if options.threads > 0 else (os.cpu_count() or 1)
         threads = max(1, cores // workers) if device_type == "cpu" else 0
@@ -63,9 +65,19 @@ class CT2Transcriber:
             raise UserError(f"{folder}: faster-whisper cannot load it ({str(exc).splitlines()[0]})") from None
         return cls(model, options)
 
-    def _one(self, audio: np.ndarray, stop: threading.Event | None = None) -> Transcript:
+    def _decode(self, audio: np.ndarray):
+        """faster-whisper's (segments, info) for `audio`."""
         o = self.opts
-        segments, info = self.model.transcribe(
+        if o.batched:
+            from faster_whisper import BatchedInferencePipeline
+
+            # timestamps kept (the pipeline's default drops them): segments at sentences, not chunks
+            return BatchedInferencePipeline(self.model).transcribe(
+                audio, language=self.language, task=o.task, beam_size=max(1, o.beam_size),
+                best_of=max(1, o.best_of), temperature=o.temperature, initial_prompt=o.initial_prompt,
+                word_timestamps=o.word_timestamps, without_timestamps=False, batch_size=max(1, o.batch_size),
+                vad_parameters=dict(VAD_PARAMETERS))
+        return self.model.transcribe(
             audio, language=self.language, task=o.task, beam_size=max(1, o.beam_size),
             best_of=max(1, o.best_of), temperature=list(o.temperatures()),
             compression_ratio_threshold=o.compression_ratio_threshold,
@@ -73,6 +85,9 @@ class CT2Transcriber:
             condition_on_previous_text=o.condition_on_previous_text,
             prompt_reset_on_temperature=PROMPT_RESET_TEMPERATURE, initial_prompt=o.initial_prompt,
             word_timestamps=o.word_timestamps)
+
+    def _one(self, audio: np.ndarray, stop: threading.Event | None = None) -> Transcript:
+        segments, info = self._decode(audio)
         duration = len(audio) / SAMPLE_RATE
         out = []
         for s in segments:  # each one decodes a window (segments is a generator)
@@ -95,7 +110,7 @@ class CT2Transcriber:
                 return key, audio
             return key, self._one(audio, stop)
 
-        workers = max(1, self.opts.batch_size)
+        workers = 1 if self.opts.batched else max(1, self.opts.batch_size)
         if workers == 1:
             yield from map(work, items)
             return

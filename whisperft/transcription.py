@@ -44,7 +44,12 @@ class TranscribeOptions:
                                      "per file on a multilingual model, en on an English-only one")
     task: str = opt("transcribe", "transcribe, or translate into English", choices=("transcribe", "translate"))
     format: str = opt("srt", "transcript format (all: srt, vtt, txt and json)", choices=(*FORMATS, "all"))
-    batch_size: int = opt(4, "files decoded together (one 30 s window of each per step)")
+    batch_size: int = opt(4, "files decoded together (one 30 s window of each per step); with "
+                             "--batched, chunks of up to 30 s decoded together")
+    batched: bool = opt(False, "throughput mode: each file cut at pauses (Silero VAD) into chunks of up "
+                               "to 30 s, decoded --batch-size at a time (faster-whisper's "
+                               "BatchedInferencePipeline with ct2): faster on long files, but no chunk "
+                               "sees the text before it, and ct2 makes no temperature fallback")
     beam_size: int = opt(DEFAULT_BEAM_SIZE, "beam width at temperature 0 (1 = greedy, fastest)")
     best_of: int = opt(BEST_OF, "candidates sampled at each fallback temperature")
     temperature: float = opt(0.0, "first decoding temperature")
