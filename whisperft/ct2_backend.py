@@ -29,8 +29,10 @@ class CT2Transcriber:
     """The same job with faster-whisper: `run` decodes `batch_size` files concurrently (one
     CTranslate2 worker each; each file is decoded exactly as `WhisperModel.transcribe` does)."""
 
-    def __init__(self, model, options: TranscribeOptions | None = None):
+    def __init__(self, model, options: TranscribeOptions | None = None, workers: int | None = None):
         self.opts = options or TranscribeOptions()
+        # files decoded at once: the model's CTranslate2 workers (one file at a time with --batched)
+        self.workers = workers or (1 if self.opts.batched else max(1, self.opts.batch_size))
         self.model = model  # faster_whisper.WhisperModel
         self.language = check_language(language_code(self.opts.language), self.opts.task,
                                         model.model.is_multilingual, "this model")
@@ -54,16 +56,18 @@ class CT2Transcriber:
         folder = ct2_model_dir(options.model)
         # --batched: one file at a time, its chunks batched inside CTranslate2
         workers = 1 if options.batched else max(1, options.batch_size)
-        # on CPU the cores are shared among the workers, not each given them all
-        cores = options.threads if options.threads > 0 else (os.cpu_count() or 1)
-        threads = max(1, cores // workers) if device_type == "cpu" else 0
+        threads = 0
+        if device_type == "cpu":  # the cores are shared among the workers, not each given them all
+            cores = options.threads if options.threads > 0 else (os.cpu_count() or 1)
+            workers = min(workers, cores)
+            threads = max(1, cores // workers)
         try:
             model = WhisperModel(str(folder), device=device_type, device_index=int(index or 0),
                                  compute_type=ct2_compute_type(options.compute_type, device_type),
                                  cpu_threads=threads, num_workers=workers, local_files_only=True)
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"{folder}: faster-whisper cannot load it ({str(exc).splitlines()[0]})") from None
-        return cls(model, options)
+        return cls(model, options, workers)
 
     def _decode(self, audio: np.ndarray):
         """faster-whisper's (segments, info) for `audio`."""
@@ -110,7 +114,7 @@ class CT2Transcriber:
                 return key, audio
             return key, self._one(audio, stop)
 
-        workers = 1 if self.opts.batched else max(1, self.opts.batch_size)
+        workers = self.workers
         if workers == 1:
             yield from map(work, items)
             return

@@ -72,7 +72,8 @@ class TranscribeOptions:
                                "auto: ct2 where faster-whisper is installed and can run the model, "
                                "else torch (the choice is printed)", choices=BACKENDS)
     device: str = opt("auto", "cuda, mps, cpu, or auto (a CUDA GPU, else an Apple GPU, else the CPU)")
-    threads: int = opt(0, "CPU threads (0: all cores; with --backend ct2, shared by the --batch-size workers)")
+    threads: int = opt(0, "CPU threads, all the run uses (0: all cores); with --backend ct2, shared by "
+                          "the files decoded at once: --batch-size of them, at most one per thread")
     compute_type: str = opt("auto", "weights/activations: auto = float16 on GPU, float32 on CPU; "
                                     "int8* with --backend ct2 only", choices=COMPUTE_TYPES)
     overwrite: bool = opt(False, "transcribe again files whose transcripts already exist")
