@@ -3,7 +3,7 @@ bench/RESULTS.md and the README show.
 
     python bench/bench_transcribe.py [--audio-dir DIR] [--model tiny.en] [--beam-size 5]
                                      [--batch-size 4] [--threads 1] [--sets synthetic,long]
-                                     [--extra]
+                                     [--extra] [--only ROW ...]
 
 Tables, each on every data set:
   1. default: `transcribe` as it comes (beam 5, float32 on CPU, --backend auto, which is ct2
@@ -326,7 +326,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1,
                     help="CPU threads of every system (default 1: ratios that hold on a shared machine)")
-    ap.add_argument("--only", help="comma-separated row names to run (the first of each table always runs)")
+    ap.add_argument("--only", nargs="*", help="row names to run (the first of each table always runs)")
     ap.add_argument("--extra", action="store_true", help="also faster-whisper int8 and the transformers pipeline")
     args = ap.parse_args()
 
@@ -347,7 +347,7 @@ def main() -> None:
             for title, systems in tables(args):
                 rows = {}
                 for i, (name, load) in enumerate(systems.items()):
-                    if name not in done and load is not None and (i == 0 or not args.only or name in args.only.split(",")):
+                    if name not in done and load is not None and (i == 0 or not args.only or name in args.only):
                         done[name] = measure(load, paths, audios, refs)
                         print(f"  {name:40s} {done[name]['wall']:7.1f} s (load average {os.getloadavg()[0]:.1f})",
                               file=sys.stderr, flush=True)

@@ -1,6 +1,7 @@
 """`transcribe --batched`: a file cut at pauses into chunks of at most 30 s (chunking.py), decoded
 as one batch by our torch decoder, gives faster-whisper's BatchedInferencePipeline's text
-(`--backend ct2 --batched`), with segment times back in the file's time."""
+(`--backend ct2 --batched`), with segment times back in the file's time; and how ct2 shares
+--threads among the files it decodes at once."""
 
 from __future__ import annotations
 
@@ -94,3 +95,11 @@ def test_batched_word_timed_segments_start_where_the_sentences_do(paused_clip, t
     errors = [abs(s.start - onset) for s, onset in zip(segments, onsets)]
     assert max(errors) <= START_TOLERANCE, errors
     assert all(s.words and s.words[0].start == s.start for s in segments)
+
+
+@pytest.mark.parametrize("threads, batched, workers", [(1, False, 1), (2, False, 2), (8, False, 4), (8, True, 1)])
+def test_ct2_decodes_at_most_one_file_per_thread(tiny_en, threads, batched, workers):
+    """--threads is all the run uses: --batch-size 4 files at once, but never more files than
+    threads (each CTranslate2 worker has at least one); --batched takes one file at a time."""
+    runner = CT2Transcriber.load(TranscribeOptions(batch_size=4, threads=threads, batched=batched, device="cpu"))
+    assert runner.workers == runner.model.model.num_workers == workers
