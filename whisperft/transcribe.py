@@ -5,7 +5,8 @@ whose transcripts exist are skipped), reads audio ahead of the model in a backgr
 (`_prefetch`) and writes each file's transcripts (writers.py) as soon as it is decoded. The
 backends: ct2_backend.py's `CT2Transcriber` (faster-whisper) and decoding.py's `TorchTranscriber`
 (this package's PyTorch decoder); `load_transcriber` loads the one asked for, or with `auto` (the
-default) the first that can run the model there, saying which.
+default) the first that can run the model there, saying which. With --batched the torch backend
+runs under chunking.py's `ChunkedTranscriber` (each file cut at pauses, its chunks batched).
 `transcribe_file` and `transcribe_audio` do one file with a model already loaded.
 """
 
