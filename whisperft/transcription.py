@@ -48,8 +48,9 @@ class TranscribeOptions:
                              "--batched, chunks of up to 30 s decoded together")
     batched: bool = opt(False, "throughput mode: each file cut at pauses (Silero VAD) into chunks of up "
                                "to 30 s, decoded --batch-size at a time (faster-whisper's "
-                               "BatchedInferencePipeline with ct2): faster on long files, but no chunk "
-                               "sees the text before it, and ct2 makes no temperature fallback")
+                               "BatchedInferencePipeline with ct2, which gives one segment a chunk): "
+                               "faster on long files, but no chunk sees the text before it, and ct2 "
+                               "makes no temperature fallback")
     beam_size: int = opt(DEFAULT_BEAM_SIZE, "beam width at temperature 0 (1 = greedy, fastest)")
     best_of: int = opt(BEST_OF, "candidates sampled at each fallback temperature")
     temperature: float = opt(0.0, "first decoding temperature")
