@@ -168,9 +168,8 @@ def faster_whisper(model: str, beam: int, compute_type: str, batch: int | None, 
             for p, a in zip(paths, audios):
                 if pipe is None:
                     segments, _ = m.transcribe(a, beam_size=beam, language="en")
-                else:  # timestamps on, as --batched asks for them
-                    segments, _ = pipe.transcribe(a, beam_size=beam, language="en", batch_size=batch,
-                                                  without_timestamps=False)
+                else:  # its defaults otherwise (one segment a chunk), as --batched runs it
+                    segments, _ = pipe.transcribe(a, beam_size=beam, language="en", batch_size=batch)
                 out[p] = [(s.start, s.end, s.text) for s in segments]
             return out
         return run
@@ -326,7 +325,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1,
                     help="CPU threads of every system (default 1: ratios that hold on a shared machine)")
-    ap.add_argument("--only", nargs="*", help="row names to run (the first of each table always runs)")
+    ap.add_argument("--only", nargs="*", help="row names to run (ratios are then to a table's first row run)")
     ap.add_argument("--extra", action="store_true", help="also faster-whisper int8 and the transformers pipeline")
     args = ap.parse_args()
 
@@ -346,14 +345,15 @@ def main() -> None:
             done: dict[str, dict] = {}
             for title, systems in tables(args):
                 rows = {}
-                for i, (name, load) in enumerate(systems.items()):
-                    if name not in done and load is not None and (i == 0 or not args.only or name in args.only):
+                for name, load in systems.items():
+                    if name not in done and load is not None and (not args.only or name in args.only):
                         done[name] = measure(load, paths, audios, refs)
                         print(f"  {name:40s} {done[name]['wall']:7.1f} s (load average {os.getloadavg()[0]:.1f})",
                               file=sys.stderr, flush=True)
                     if name in done:
                         rows[name] = done[name]
-                print_table(title, rows, total_s)
+                if rows:
+                    print_table(title, rows, total_s)
     print(f"\nbench time {time.perf_counter() - started:.0f} s")
 
 
