@@ -28,7 +28,7 @@ BENCHES = {
     "cache": (["bench_train.py", "--only", "frozen encoder", "frozen encoder, cached"],
               ["bench_train.py", "--batch-size", "4", "--steps", "2", "--only", "frozen encoder",
                "frozen encoder, cached"]),
-    "transcribe": (["bench_transcribe.py"], ["bench_transcribe.py"]),
+    "transcribe": (["bench_transcribe.py"], ["bench_transcribe.py", "--sets", "synthetic"]),
     "packing": (["bench_packing.py"], ["bench_packing.py", "--clips", "40", "--steps", "6"]),
     "memory": (["bench_memory.py"], ["bench_memory.py", "--hours", "0.5", "--minutes", "5"]),
 }

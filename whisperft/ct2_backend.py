@@ -15,6 +15,7 @@ import numpy as np
 
 from . import audio_ctx
 from .audio import SAMPLE_RATE
+from .chunking import VAD_PARAMETERS
 from .errors import UserError
 from .tokens import language_code
 from .transcription import (PROMPT_RESET_TEMPERATURE, Segment, Transcript, TranscribeOptions, Word, check_language,
@@ -60,8 +61,10 @@ class CT2Transcriber:
     """The same job with faster-whisper: `run` decodes `batch_size` files concurrently (one
     CTranslate2 worker each; each file is decoded exactly as `WhisperModel.transcribe` does)."""
 
-    def __init__(self, model, options: TranscribeOptions | None = None):
+    def __init__(self, model, options: TranscribeOptions | None = None, workers: int | None = None):
         self.opts = options or TranscribeOptions()
+        # files decoded at once: the model's CTranslate2 workers (one file at a time with --batched)
+        self.workers = workers or (1 if self.opts.batched else max(1, self.opts.batch_size))
         self.model = model  # faster_whisper.WhisperModel
         self.language = check_language(language_code(self.opts.language), self.opts.task,
                                         model.model.is_multilingual, "this model")
@@ -83,10 +86,13 @@ class CT2Transcriber:
         from .models import ct2_model_dir
 
         folder = ct2_model_dir(options.model)
-        workers = max(1, options.batch_size)
-        # on CPU the cores are shared among the workers, not each given them all
-        cores = options.threads if options.threads > 0 else (os.cpu_count() or 1)
-        threads = max(1, cores // workers) if device_type == "cpu" else 0
+        # --batched: one file at a time, its chunks batched inside CTranslate2
+        workers = 1 if options.batched else max(1, options.batch_size)
+        threads = 0
+        if device_type == "cpu":  # the cores are shared among the workers, not each given them all
+            cores = options.threads if options.threads > 0 else (os.cpu_count() or 1)
+            workers = min(workers, cores)
+            threads = max(1, cores // workers)
         policy = audio_ctx.resolve(options.audio_ctx, _ct2_marked(folder), options.force, options.model)
         if policy is not None:
             WhisperModel = _cut_context_class(WhisperModel, policy)
@@ -96,11 +102,23 @@ class CT2Transcriber:
                                  cpu_threads=threads, num_workers=workers, local_files_only=True)
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"{folder}: faster-whisper cannot load it ({str(exc).splitlines()[0]})") from None
-        return cls(model, options)
+        return cls(model, options, workers)
 
-    def _one(self, audio: np.ndarray, stop: threading.Event | None = None) -> Transcript:
+    def _decode(self, audio: np.ndarray):
+        """faster-whisper's (segments, info) for `audio`."""
         o = self.opts
-        segments, info = self.model.transcribe(
+        if o.batched:
+            from faster_whisper import BatchedInferencePipeline
+
+            # one segment a chunk, as the pipeline decodes by default: asked for timestamps, it
+            # drops a chunk's last sentence whenever the model leaves it open (there is no next
+            # window to finish it in), which cost 7 points of WER on bench_transcribe's set
+            return BatchedInferencePipeline(self.model).transcribe(
+                audio, language=self.language, task=o.task, beam_size=max(1, o.beam_size),
+                best_of=max(1, o.best_of), temperature=o.temperature, initial_prompt=o.initial_prompt,
+                word_timestamps=o.word_timestamps, without_timestamps=True, batch_size=max(1, o.batch_size),
+                vad_parameters=dict(VAD_PARAMETERS))
+        return self.model.transcribe(
             audio, language=self.language, task=o.task, beam_size=max(1, o.beam_size),
             best_of=max(1, o.best_of), temperature=list(o.temperatures()),
             compression_ratio_threshold=o.compression_ratio_threshold,
@@ -108,6 +126,9 @@ class CT2Transcriber:
             condition_on_previous_text=o.condition_on_previous_text,
             prompt_reset_on_temperature=PROMPT_RESET_TEMPERATURE, initial_prompt=o.initial_prompt,
             word_timestamps=o.word_timestamps)
+
+    def _one(self, audio: np.ndarray, stop: threading.Event | None = None) -> Transcript:
+        segments, info = self._decode(audio)
         duration = len(audio) / SAMPLE_RATE
         out = []
         for s in segments:  # each one decodes a window (segments is a generator)
@@ -130,7 +151,7 @@ class CT2Transcriber:
                 return key, audio
             return key, self._one(audio, stop)
 
-        workers = max(1, self.opts.batch_size)
+        workers = self.workers
         if workers == 1:
             yield from map(work, items)
             return

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +66,7 @@ class EncoderCache:
             if cache.array.shape == cache.shape:
                 return cache
         tmp = folder / f".{path.name}.{os.getpid()}.tmp"
+        started = time.perf_counter()
         was_training = model.training
         model.eval()
         try:  # an interrupted build leaves nothing behind: the next run starts it afresh
@@ -82,6 +85,9 @@ class EncoderCache:
             tmp.unlink(missing_ok=True)
             raise
         model.train(was_training)
+        if progress:  # what caching cost, to weigh against the steps it saves
+            print(f"encoder cache: {len(dataset)} windows encoded once in {time.perf_counter() - started:.2f} s",
+                  file=sys.stderr, flush=True)
         cache.open()
         return cache
 

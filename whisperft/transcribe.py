@@ -5,7 +5,8 @@ whose transcripts exist are skipped), reads audio ahead of the model in a backgr
 (`_prefetch`) and writes each file's transcripts (writers.py) as soon as it is decoded. The
 backends: ct2_backend.py's `CT2Transcriber` (faster-whisper) and decoding.py's `TorchTranscriber`
 (this package's PyTorch decoder); `load_transcriber` loads the one asked for, or with `auto` (the
-default) the first that can run the model there, saying which.
+default) the first that can run the model there, saying which. With --batched the torch backend
+runs under chunking.py's `ChunkedTranscriber` (each file cut at pauses, its chunks batched).
 `transcribe_file` and `transcribe_audio` do one file with a model already loaded.
 """
 
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from .audio import AUDIO_EXTENSIONS, AudioError, load_audio, stream_audio
+from .chunking import ChunkedTranscriber, vad_module
 from .ct2_backend import CT2Transcriber, ct2_compute_type
 from .decoding import TorchTranscriber
 from .devices import choose_device
@@ -72,6 +74,8 @@ def load_transcriber(opts: TranscribeOptions):
     else the torch backend. Which one, and why, is printed in one line."""
     if opts.beam_size < 1 or opts.best_of < 1 or opts.batch_size < 1:
         raise UserError("--beam-size, --best-of and --batch-size must be at least 1")
+    if opts.batched:
+        vad_module()  # before the model loads
     if opts.backend == "ct2":
         return CT2Transcriber.load(opts)
     device = choose_device(opts.device)
@@ -92,6 +96,14 @@ def load_transcriber(opts: TranscribeOptions):
     if opts.threads > 0:
         torch.set_num_threads(opts.threads)
     bundle = load_model(opts.model, device=device, dtype=_torch_dtype(opts.compute_type, device))
+    return _torch_runner(bundle, opts)
+
+
+def _torch_runner(bundle, opts: TranscribeOptions):
+    """The torch backend; with --batched, over the chunks of each file (chunking.py), each one
+    decoded without the text before it."""
+    if opts.batched:
+        return ChunkedTranscriber(TorchTranscriber(bundle, dataclasses.replace(opts, condition_on_previous_text=False)))
     return TorchTranscriber(bundle, opts)
 
 
@@ -115,10 +127,10 @@ def transcribe_audio(model, path_or_audio, options: TranscribeOptions | None = N
     from .models import WhisperBundle
 
     if isinstance(model, WhisperBundle):
-        runner = TorchTranscriber(model, options)
-        # a file is read window by window rather than held whole
+        runner = _torch_runner(model, options)
+        # a file is read window by window rather than held whole (--batched cuts it whole)
         audio = (runner.open_audio(path_or_audio) if isinstance(path_or_audio, (str, Path))
-                 else _as_audio(path_or_audio))
+                 and hasattr(runner, "open_audio") else _as_audio(path_or_audio))
     else:
         runner = CT2Transcriber(model, options)
         audio = _as_audio(path_or_audio)

@@ -44,7 +44,13 @@ class TranscribeOptions:
                                      "per file on a multilingual model, en on an English-only one")
     task: str = opt("transcribe", "transcribe, or translate into English", choices=("transcribe", "translate"))
     format: str = opt("srt", "transcript format (all: srt, vtt, txt and json)", choices=(*FORMATS, "all"))
-    batch_size: int = opt(4, "files decoded together (one 30 s window of each per step)")
+    batch_size: int = opt(4, "files decoded together (one 30 s window of each per step); with "
+                             "--batched, chunks of up to 30 s decoded together")
+    batched: bool = opt(False, "throughput mode: each file cut at pauses (Silero VAD) into chunks of up "
+                               "to 30 s, decoded --batch-size at a time (faster-whisper's "
+                               "BatchedInferencePipeline with ct2, which gives one segment a chunk): "
+                               "faster on long files, but no chunk sees the text before it, and ct2 "
+                               "makes no temperature fallback")
     beam_size: int = opt(DEFAULT_BEAM_SIZE, "beam width at temperature 0 (1 = greedy, fastest)")
     best_of: int = opt(BEST_OF, "candidates sampled at each fallback temperature")
     temperature: float = opt(0.0, "first decoding temperature")
@@ -67,7 +73,8 @@ class TranscribeOptions:
                                "auto: ct2 where faster-whisper is installed and can run the model, "
                                "else torch (the choice is printed)", choices=BACKENDS)
     device: str = opt("auto", "cuda, mps, cpu, or auto (a CUDA GPU, else an Apple GPU, else the CPU)")
-    threads: int = opt(0, "CPU threads (0: all cores; with --backend ct2, shared by the --batch-size workers)")
+    threads: int = opt(0, "CPU threads, all the run uses (0: all cores); with --backend ct2, shared by "
+                          "the files decoded at once: --batch-size of them, at most one per thread")
     compute_type: str = opt("auto", "weights/activations: auto = float16 on GPU, float32 on CPU; "
                                     "int8* with --backend ct2 only", choices=COMPUTE_TYPES)
     audio_ctx: str | None = opt(None, "encoder context for audio under 30 s and a long file's last "
