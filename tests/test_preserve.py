@@ -32,7 +32,7 @@ def test_the_term_is_zero_at_the_start_and_grows_as_weights_move():
     anchor = make_anchor(0.5, params, names, None, "unused", lora=False)
     assert anchor.penalty() == 0.0
     anchor.pull()
-    assert anchor.last_penalty == 0.0 and all(float(p.grad.abs().max()) == 0.0 for p in params)
+    assert all(float(p.grad.abs().max()) == 0.0 for p in params)
     for p in params:
         p.grad = None
     g = torch.Generator().manual_seed(0)
@@ -48,7 +48,6 @@ def test_the_term_is_zero_at_the_start_and_grows_as_weights_move():
     # the gradient added is the term's: 2W(θ − θ₀), on top of what was there
     params[0].grad = torch.ones_like(params[0])
     anchor.pull()
-    assert anchor.last_penalty == pytest.approx(penalties[-1], rel=1e-5)
     torch.testing.assert_close(params[0].grad, 1 + 2 * 0.5 * 4 * shifts[0], rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(params[1].grad, 2 * 0.5 * 4 * shifts[1], rtol=1e-4, atol=1e-6)
     assert make_anchor(0.0, params, names, None, "unused", lora=False) is None
@@ -70,7 +69,7 @@ def test_a_guarded_run_moves_the_weights_less_and_logs_its_term(tmp_path, random
         logged = [e for e in losses(root / "out") if "loss" in e]
         if weight:
             terms = [e["preserve_penalty"] for e in logged]
-            assert terms[0] == 0.0 and min(terms[1:]) > 0  # nothing had moved before the first step
+            assert min(terms) > 0  # logged after each step's update
         else:
             assert not any("preserve_penalty" in e for e in logged)
     assert 0 < dist[50.0] < 0.5 * dist[0.0], dist

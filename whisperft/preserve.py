@@ -6,8 +6,10 @@ The anchors θ₀ are a frozen copy of the trained tensors on the training devic
 model's weights in a full fine-tune, the adapters' initial values with LoRA (B starts at zero,
 so the model starts as the original; pulling B back toward zero pulls the merged weights back).
 The term's gradient, 2W(θ − θ₀), is added to the data's after clipping (so --max-grad-norm bounds
-the data's gradient alone, and a loss scale has already been taken off). Its cost is one
-subtraction and one multiply-add per trained weight per step, and the anchors' memory.
+the data's gradient alone, and a loss scale has already been taken off), as two in-place
+multiply-adds per trained weight: no temporary, so it costs about two passes over the weights
+per step (README, "Keep what Whisper knew"), plus the anchors' memory. The term's value is computed only when
+a step is logged.
 
 Resume: a full fine-tune's anchors are read again from the model the run started from (its name
 travels in the resume state); a LoRA run's, as small as the adapters, travel in the resume state.
@@ -35,7 +37,6 @@ class WeightAnchor:
         self.weight = float(weight)
         self.params = params
         self.anchors = [a.detach().to(p.device, p.dtype).clone() for p, a in zip(params, anchors)]
-        self.last_penalty = 0.0  # W·Σ‖θ − θ₀‖² before the latest pull
 
     def penalty(self) -> float:
         """W·Σ‖θ − θ₀‖² now."""
@@ -44,16 +45,12 @@ class WeightAnchor:
 
     def pull(self) -> None:
         """Add the term's gradient 2W(θ − θ₀) to every trained tensor's gradient."""
-        total = 0.0
         with torch.no_grad():
             for p, a in zip(self.params, self.anchors):
-                diff = p - a
-                total = total + diff.pow(2).sum()  # on the device: one synchronisation per step
                 if p.grad is None:
-                    p.grad = diff.mul_(2 * self.weight)
-                else:
-                    p.grad.add_(diff, alpha=2 * self.weight)
-        self.last_penalty = self.weight * float(total)
+                    p.grad = torch.zeros_like(p)
+                # two in-place adds rather than p − a: no temporary the size of the model
+                p.grad.add_(p, alpha=2 * self.weight).add_(a, alpha=-2 * self.weight)
 
 
 def make_anchor(weight: float, params: list, names: list[str], train_state: dict | None,

@@ -568,7 +568,7 @@ def _log_progress(run: _Run, step: int, lr: float, progress: _Progress) -> None:
     entry = {"step": step, "loss": mean_loss, "lr": lr,
              "padding": 1 - progress.tokens / max(progress.padded, 1),
              "sec_per_step": (now - progress.since) / len(progress.losses),
-             **({"preserve_penalty": run.anchor.last_penalty} if run.anchor is not None else {})}
+             **({"preserve_penalty": run.anchor.penalty()} if run.anchor is not None else {})}
     progress.since, progress.losses = now, []
     _log(run, entry)
     _say(run, f"Step {step}: loss={mean_loss:.2f} | lr={lr:.2g} | padding={entry['padding']:.0%}")
