@@ -16,19 +16,14 @@ bundled tiny.en and a generated domain dataset, showing that fine-tuning helped.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
 from .fileio import atomic_write_text, write_json_atomic
+from .general_set import load_generator
 from .options import opt
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 @dataclass
 class DemoOptions:
@@ -44,19 +39,6 @@ class DemoOptions:
     general_check: bool = opt(True, "also score the fine-tune and its average with the original "
                                     "(interpolate, alpha 0.5) on a generated general-English set "
                                     "(about a minute on a CPU)")
-
-
-def load_generator():
-    """demo/make_data.py as a module (the demo's and the general set's speech synthesis)."""
-    path = REPO / "demo" / "make_data.py"
-    if not path.is_file():
-        raise UserError(f"{path}: the demo data generator is missing (run the demo from a clone "
-                        "of the repository)")
-    spec = importlib.util.spec_from_file_location("whisperft_demo_data", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _banner(text: str) -> None:

@@ -14,11 +14,15 @@ by espeak-ng's Spain and Latin American voices. The synthesis is the demo genera
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -125,11 +129,23 @@ def general_set_for(language: str | None, flag: str = "--general-language") -> t
     return code, GENERAL_SETS[code]
 
 
+def load_generator():
+    """demo/make_data.py as a module (the demo's and the general set's speech synthesis)."""
+    path = REPO / "demo" / "make_data.py"
+    if not path.is_file():
+        raise UserError(f"{path}: the demo data generator is missing (run the demo from a clone "
+                        "of the repository)")
+    spec = importlib.util.spec_from_file_location("whisperft_demo_data", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def make_general_set(out_dir: str | Path, language: str = "en") -> Path:
     """Write the set of `language` into `out_dir` (one WAV per voice, its .srt beside it; the
     same bytes on every run) and return the folder. Needs espeak-ng and the repository's demo/
     folder."""
-    from .demo import load_generator
     from .fileio import atomic_write
 
     code, general = general_set_for(language)
