@@ -38,7 +38,7 @@ class DemoOptions:
     device: str = opt(None, "cuda, mps or cpu (default: a CUDA GPU, else an Apple GPU, else the CPU)")
     general_check: bool = opt(True, "also score the fine-tune and its average with the original "
                                     "(interpolate, alpha 0.5) on a generated general-English set "
-                                    "(about a minute on a CPU)")
+                                    "(six more transcription passes)")
 
 
 def _banner(text: str) -> None:
