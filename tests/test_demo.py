@@ -1,6 +1,6 @@
 """The demo pipeline end to end on a cut-down configuration: real tiny.en, real (synthetic)
 speech, create_data -> transcribe -> calculate_metric -> run_finetuning -> again, and the
-evaluation page (report.html) of both models."""
+evaluation page (report.html) of both models, and the general-English check of the fine-tune."""
 
 from __future__ import annotations
 
@@ -32,6 +32,16 @@ def test_demo_pipeline_lowers_wer(tmp_path, tiny_en):
     for key in ("before", "after"):
         assert summary[key]["probe_words"] is not None and summary[key]["start_error_median"] is not None
     assert "segment start error, median" in report and "words on non-speech probes" in report
+    # the general check: the original, the average and the fine-tune on the general-English set,
+    # the recommendation made by interpolate's own rule and printed as interpolate prints it
+    from whisperft.interpolation import SweepPoint, recommend_alpha, summary_lines
+
+    sweep = summary["interpolation"]
+    points = [SweepPoint(**p) for p in sweep["points"]]
+    assert [p.alpha for p in points] == [0.0, 0.5, 1.0] and all(p.general_wer > 0 for p in points)
+    assert sweep["recommended"] == json.loads(json.dumps(recommend_alpha(points)))
+    assert "## General English: what the fine-tune kept" in report
+    assert all(line in report for line in summary_lines(sweep))
     # the fine-tuned SRTs still have sane, increasing timestamps
     from whisperft.subtitles import read_subtitles
 

@@ -242,18 +242,71 @@ def test_sweep_end_to_end(tiny_en, tuned, clips, tmp_path):
 def test_general_set_ships_own_sentences_and_voices(tmp_path):
     require_tool("espeak-ng")
     from whisperft import make_general_set
-    from whisperft.general_set import GENERAL_SENTENCES, GENERAL_VOICES
+    from whisperft.general_set import GENERAL_SETS
     from whisperft.subtitles import read_subtitles
 
+    english = GENERAL_SETS["en"]
     folder = make_general_set(tmp_path / "g")
     wavs, srts = sorted(folder.glob("*.wav")), sorted(folder.glob("*.srt"))
-    assert len(wavs) == len(srts) == len(GENERAL_VOICES)
-    ours = {s for group in GENERAL_SENTENCES for s in group}
+    assert len(wavs) == len(srts) == len(english.voices)
+    ours = {s for group in english.sentences for s in group}
     assert {c.text for p in srts for c in read_subtitles(p)} == ours
     demo = load_demo_data_module()
     theirs = {*demo.TRAIN_SENTENCES, *demo.DEV_SENTENCES, *demo.TEST_SENTENCES, *demo.EVERYDAY_SENTENCES,
               *SENTENCES}
     assert not ours & theirs
-    assert not {v for v, _, _ in GENERAL_VOICES.values()} & {v.espeak_voice for v in demo.VOICES.values()}
+    assert not {v for v, _, _ in english.voices.values()} & {v.espeak_voice for v in demo.VOICES.values()}
     again = make_general_set(tmp_path / "again")
     assert all((again / w.name).read_bytes() == w.read_bytes() for w in wavs)  # deterministic
+
+
+def test_spanish_general_set_is_generated_by_spanish_voices(tmp_path):
+    require_tool("espeak-ng")
+    from whisperft import make_general_set
+    from whisperft.general_set import GENERAL_SETS
+    from whisperft.subtitles import read_subtitles
+
+    spanish = GENERAL_SETS["es"]
+    assert len(spanish.voices) == len(spanish.sentences) >= 3
+    assert all(voice.split("+")[0].split("-")[0] == "es" for voice, _, _ in spanish.voices.values())
+    folder = make_general_set(tmp_path / "es", "Spanish")  # a name works as the code does
+    srts = sorted(folder.glob("*.srt"))
+    assert len(srts) == len(sorted(folder.glob("*.wav"))) == len(spanish.voices)
+    assert {c.text for p in srts for c in read_subtitles(p)} == {s for group in spanish.sentences for s in group}
+    english = {s for group in GENERAL_SETS["en"].sentences for s in group}
+    assert not english & {s for group in spanish.sentences for s in group}
+    with pytest.raises(UserError, match="--general-language fr: no generated general set"):
+        make_general_set(tmp_path / "fr", "fr")
+
+
+def test_another_language_with_an_english_only_model_is_refused_before_generating(tmp_path, clips):
+    domain = tmp_path / "domain"
+    domain.mkdir()
+    (domain / clips[0].name).write_bytes(clips[0].read_bytes())
+    (domain / f"{clips[0].stem}.txt").write_text(SENTENCES[0] + "\n")
+    out = tmp_path / "sweep"
+    with pytest.raises(UserError) as err:
+        interpolate(InterpolateOptions(base="tiny.en", model="tiny.en", out=str(out), sweep=True,
+                                       domain_audio=str(domain), general_language="es"))
+    assert "\n" not in str(err.value) and "English-only" in str(err.value)
+    assert not (out / "general_set_es").exists()
+
+
+@pytest.mark.slow
+def test_the_multilingual_base_model_transcribes_the_spanish_set(tmp_path):
+    """The Spanish set is speech a multilingual Whisper understands: base, greedy, well under
+    the error rate of a model that did not understand it."""
+    require_tool("espeak-ng")
+    from whisperft import make_general_set
+    from whisperft.metrics import score
+    from whisperft.subtitles import read_text
+
+    try:
+        base = load_model("base")
+    except UserError as exc:
+        pytest.skip(f"the multilingual base is not installed: {exc}")
+    folder = make_general_set(tmp_path / "es", "es")
+    clip = sorted(folder.glob("*.wav"))[0]
+    text = " ".join(s.text.strip() for s in transcribe_file(base, clip, TranscribeOptions(beam_size=1, language="es")))
+    wer = score([(clip.stem, read_text(clip.with_suffix(".srt")), text)], "WER", language="es").weighted_average()
+    assert wer < 0.35, (wer, text)

@@ -7,25 +7,23 @@ bundled tiny.en and a generated domain dataset, showing that fine-tuning helped.
     -> run_finetuning.py
     -> transcribe.py on test with best_model.pt; calculate_metric.py on both models'
        transcripts (--compare), with the non-speech probes run on both models
+    -> interpolate's sweep at alpha 0, 0.5 and 1 on the test recordings and the generated
+       general-English set: what the fine-tune cost on everyday speech, and what averaging it
+       with the original would keep
     -> report.html (the evaluation page) and report.md: WER, timestamp error and probe words
-       before/after, an SRT excerpt before/after, the loss curve
+       before/after, the general set's WER, an SRT excerpt before/after, the loss curve
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
 from .fileio import atomic_write_text, write_json_atomic
+from .general_set import load_generator
 from .options import opt
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 @dataclass
 class DemoOptions:
@@ -38,19 +36,9 @@ class DemoOptions:
     eval_steps: int = opt(10, "evaluate every this many steps")
     train_only_decoder: bool = opt(False, "freeze the encoder (faster, learns less of the voice)")
     device: str = opt(None, "cuda, mps or cpu (default: a CUDA GPU, else an Apple GPU, else the CPU)")
-
-
-def load_generator():
-    """demo/make_data.py as a module (the demo's and the general set's speech synthesis)."""
-    path = REPO / "demo" / "make_data.py"
-    if not path.is_file():
-        raise UserError(f"{path}: the demo data generator is missing (run the demo from a clone "
-                        "of the repository)")
-    spec = importlib.util.spec_from_file_location("whisperft_demo_data", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    general_check: bool = opt(True, "also score the fine-tune and its average with the original "
+                                    "(interpolate, alpha 0.5) on a generated general-English set "
+                                    "(six more transcription passes)")
 
 
 def _banner(text: str) -> None:
@@ -105,6 +93,26 @@ def _summary_lines(before: dict, after: dict) -> list[str]:
     return lines + [f"{'relative WER reduction':<28}{reduction:>20.0%}"]
 
 
+def _general_check(opts: DemoOptions, out: Path, data: Path, best: str) -> tuple[dict | None, list[str]]:
+    """interpolate's sweep at alpha 0, 0.5 and 1 (the original, the average, the fine-tune) on
+    the test recordings and the generated general-English set: (sweep.json's contents, the
+    report's lines); (None, []) with --no-general-check."""
+    if not opts.general_check:
+        return None, []
+    from .interpolation import InterpolateOptions, run_sweep, summary_lines
+
+    _banner("general check: the original, their average and the fine-tune on general English")
+    sweep = run_sweep(InterpolateOptions(base=opts.model, model=best, out=str(out / "interpolation"), sweep=True,
+                                         alphas="0.5", domain_audio=str(data / "test_audio"),
+                                         domain_transcripts=str(data / "test_transcripts"),
+                                         device=opts.device or "auto"))
+    write_json_atomic(out / "interpolation" / "sweep.json", sweep)
+    return sweep, ["## General English: what the fine-tune kept", "",
+                   "Test WER (domain) and WER on a generated general-English set (sentences and voices "
+                   "never trained on) of the original (alpha 0), the fine-tune (alpha 1) and their "
+                   "average (`whisperft interpolate`):", "", "```", *summary_lines(sweep), "```", ""]
+
+
 def _excerpt(srt_path: Path, n_cues: int = 3) -> str:
     blocks = srt_path.read_text(encoding="utf-8").strip().split("\n\n")
     return "\n\n".join(blocks[:n_cues])
@@ -144,6 +152,7 @@ def run_demo(opts: DemoOptions) -> int:
     best = str(model_dir / "best_model.pt")
     _transcribe(best, data / "test_audio", out / "transcripts_after", opts.device)
     results = _evaluate(out, data / "test_transcripts", opts.model, best)
+    sweep, general_lines = _general_check(opts, out, data, best)
 
     before, after = _measures(results, "before"), _measures(results, "after")
     first = sorted((out / "transcripts_before").glob("*.srt"))[0]
@@ -158,6 +167,7 @@ def run_demo(opts: DemoOptions) -> int:
         "",
         f"HTML report (summary, charts, probes, each file marked word by word): {out / 'report.html'}",
         "",
+        *general_lines,
         f"## {first.stem}: before", "", "```", _excerpt(first), "```", "",
         f"## {first.stem}: after", "", "```", _excerpt(out / "transcripts_after" / first.name), "```", "",
         f"loss curve: {model_dir / 'loss_curve.png'}",
@@ -166,7 +176,7 @@ def run_demo(opts: DemoOptions) -> int:
     atomic_write_text(out / "report.md", report)
     write_json_atomic(out / "summary.json",
                       {"wer_before": before["wer"], "wer_after": after["wer"],
-                       "before": before, "after": after, "seconds": time.time() - t0})
+                       "before": before, "after": after, "interpolation": sweep, "seconds": time.time() - t0})
     _banner("report")
     print(report)
     return 0 if after["wer"] < before["wer"] else 1

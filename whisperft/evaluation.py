@@ -107,7 +107,6 @@ def objective(cfg, bundle, train_state: dict | None):
     """What a run minimises: `TargetLoss`, or with --dynamic-audio-ctx a `DynamicContextLoss`
     whose teacher is the model the run started from (loaded again on resume)."""
     import copy
-    import json
 
     if not cfg.dynamic_audio_ctx:
         return TargetLoss(bundle.model)
@@ -115,9 +114,9 @@ def objective(cfg, bundle, train_state: dict | None):
         teacher = copy.deepcopy(base_model(bundle.model))
     else:
         from .models import load_model
+        from .resume import started_from
 
-        started_from = json.loads(train_state.get("config") or "{}").get("model") or cfg.model
-        teacher = load_model(started_from).model
+        teacher = load_model(started_from(train_state, cfg)).model
     teacher.to(next(bundle.model.parameters()).device).eval().requires_grad_(False)
     audio_ctx.mark(base_model(bundle.model).generation_config)
     return DynamicContextLoss(bundle.model, teacher, cfg.distill_weight)

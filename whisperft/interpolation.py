@@ -48,14 +48,18 @@ class InterpolateOptions:
                                          metavar="DIR")
     general_audio: str | None = opt(None, "with --sweep: everyday speech the fine-tune should "
                                           "not forget, references beside it (default: a general "
-                                          "English set generated with espeak-ng into OUT)",
-                                    metavar="DIR")
+                                          "set generated with espeak-ng into OUT, in "
+                                          "--general-language)", metavar="DIR")
     general_transcripts: str | None = opt(None, "references of --general-audio, if not beside it",
                                           metavar="DIR")
     keep_gain: float = opt(KEEP_GAIN, "the recommended alpha keeps at least this share of the "
                                       "fine-tune's domain WER gain")
-    language: str = opt("en", "language of both sets (code or name): the transcription's and "
-                              "the WER normaliser's")
+    language: str = opt("en", "language of the domain set (code or name): the transcription's "
+                              "and the WER normaliser's")
+    general_language: str | None = opt(None, "language of the general set: the generated one's "
+                                             "(en, or es for a multilingual model), or that of "
+                                             "--general-audio (default: en for the generated set, "
+                                             "--language for yours)")
     beam_size: int = opt(1, "beam width of the sweep's transcriptions (1 = greedy, fastest)")
     dtype: str = opt("float16", "weights of the written checkpoint (float16 as training's "
                                 "best_model.pt); the sweep scores them rounded the same way",
@@ -211,9 +215,11 @@ class EvalSet:
     name: str  # "domain" or "general"
     audio_dir: Path
     items: list[tuple[Path, Path]]  # (audio, reference)
+    language: str  # the transcription's and the WER normaliser's
 
 
-def find_eval_set(name: str, audio_dir: str | Path, transcript_dir: str | Path | None, flag: str) -> EvalSet:
+def find_eval_set(name: str, audio_dir: str | Path, transcript_dir: str | Path | None, flag: str,
+                  language: str) -> EvalSet:
     """The audio under `audio_dir` that has a reference (same stem) in `transcript_dir` (default:
     beside it); UserError when the folder is missing or nothing pairs."""
     from .metrics import find_transcripts
@@ -228,7 +234,7 @@ def find_eval_set(name: str, audio_dir: str | Path, transcript_dir: str | Path |
     if not items:
         raise UserError(f"{flag} {audio_dir}: no audio file has a reference transcript of the same name "
                         f"in {transcript_dir or audio_dir}")
-    return EvalSet(name, audio_dir, items)
+    return EvalSet(name, audio_dir, items, language)
 
 
 def _transcribe_and_score(bundle, data: EvalSet, opts: InterpolateOptions, save_dir: Path) -> float:
@@ -243,7 +249,7 @@ def _transcribe_and_score(bundle, data: EvalSet, opts: InterpolateOptions, save_
 
     # the temperature fallback samples: seeded, so every alpha and every run decode alike
     torch.manual_seed(0)
-    runner = TorchTranscriber(bundle, TranscribeOptions(language=opts.language, beam_size=opts.beam_size))
+    runner = TorchTranscriber(bundle, TranscribeOptions(language=data.language, beam_size=opts.beam_size))
     pairs = []
     # files finish in any order (a short one overtakes a long one): each result carries its key
     for i, result in runner.run((i, runner.open_audio(audio)) for i, (audio, _) in enumerate(data.items)):
@@ -252,7 +258,17 @@ def _transcribe_and_score(bundle, data: EvalSet, opts: InterpolateOptions, save_
         audio, ref = data.items[i]
         write_transcript(save_dir / f"{audio.stem}.srt", result)
         pairs.append((audio.stem, read_text(ref), result.text))
-    return score(sorted(pairs), metric="WER", language=opts.language).weighted_average() or 0.0
+    return score(sorted(pairs), metric="WER", language=data.language).weighted_average() or 0.0
+
+
+def _check_english_only(dims: dict | None, base: str, language: str) -> None:
+    """UserError when an English-only model would be scored in another language."""
+    from .tokenizer import ENGLISH_ONLY_VOCAB
+
+    english_only = dims is not None and dims.get("n_vocab", ENGLISH_ONLY_VOCAB + 1) <= ENGLISH_ONLY_VOCAB
+    if english_only and language != "en":
+        raise UserError(f"--general-language {language}: {base} is an English-only model, so speech in "
+                        "another language says nothing about what it kept; use en")
 
 
 def _alpha_dir(out: Path, alpha: float) -> Path:
@@ -265,7 +281,8 @@ def run_sweep(opts: InterpolateOptions) -> dict:
     from tqdm import tqdm
 
     from .devices import choose_device
-    from .general_set import make_general_set
+    from .general_set import general_set_for, make_general_set
+    from .tokens import language_code
     from .saving import save_checkpoint
 
     if opts.domain_audio is None:
@@ -276,15 +293,23 @@ def run_sweep(opts: InterpolateOptions) -> dict:
     out = Path(opts.out)
     if out.is_file():
         raise UserError(f"--out {out}: with --sweep this is a folder, and a file is there")
-    sets = [find_eval_set("domain", opts.domain_audio, opts.domain_transcripts, "--domain-audio")]
     if opts.general_audio is None:
-        print(f"no --general-audio: generating the general English set into {out / 'general_set'}", flush=True)
-        general_dir = make_general_set(out / "general_set")
-        sets.append(find_eval_set("general", general_dir, None, "--general-audio"))
+        general_language = general_set_for(opts.general_language)[0]
     else:
-        sets.append(find_eval_set("general", opts.general_audio, opts.general_transcripts, "--general-audio"))
+        general_language = language_code(opts.general_language, language_code(opts.language, "en"))
+    sets = [find_eval_set("domain", opts.domain_audio, opts.domain_transcripts, "--domain-audio", opts.language)]
+    if opts.general_audio is not None:
+        sets.append(find_eval_set("general", opts.general_audio, opts.general_transcripts, "--general-audio",
+                                  general_language))
+    _check_english_only(_cheap_dims(opts.base), opts.base, general_language)
 
     base_bundle, tuned = load_pair(opts.base, opts.model, choose_device(opts.device))
+    _check_english_only(_dims(base_bundle), opts.base, general_language)
+    if opts.general_audio is None:
+        folder = out / "general_set" if general_language == "en" else out / f"general_set_{general_language}"
+        print(f"no --general-audio: generating the general {general_language} set into {folder}", flush=True)
+        sets.append(find_eval_set("general", make_general_set(folder, general_language), None, "--general-audio",
+                                  general_language))
     base, fine = parameters(base_bundle), {k: v.detach().clone() for k, v in parameters(tuned).items()}
     work = parameters(tuned)
     points = []
@@ -304,6 +329,7 @@ def run_sweep(opts: InterpolateOptions) -> dict:
     save_checkpoint(tuned, out / "model.pt", dtype=getattr(torch, opts.dtype))
     return {"base": opts.base, "model": opts.model, "dtype": opts.dtype,
             "domain_audio": str(sets[0].audio_dir), "general_audio": str(sets[1].audio_dir),
+            "general_language": general_language,
             "points": [vars(p) for p in points], "recommended": best,
             "checkpoint": str(out / "model.pt")}
 

@@ -15,16 +15,17 @@ from .errors import UserError
 from .options import flag
 
 # Flags whose change breaks an exact continuation: which batches come, which examples get a
-# prompt or timestamps, which weights train and with what optimizer; and --best-by, though the
+# prompt or timestamps, which weights train, with what optimizer and what pull toward the start
+# (--preserve-weight); and --best-by, though the
 # weights would continue the same: best_model.pt and the best value the checkpoint stores were
 # chosen by the run's measure, and the weights of the evaluations before the resume are gone, so
 # a new measure could not choose among them (best_model.pt would be picked by two measures).
 RESUME_FIXED = ("batch_size", "seed", "prompt_use_rate", "no_timestamps_rate", "no_timestamps_training",
                 "train_only_decoder", "cache_encoder_outputs", "use_amp", "use_adam_8bit", "lora_rank",
-                "lora_alpha", "lora_dropout", "lora_targets", "best_by")
+                "lora_alpha", "lora_dropout", "lora_targets", "best_by", "preserve_weight")
 # What a checkpoint that predates a flag in RESUME_FIXED ran with (best_model.pt was always the
-# lowest validation loss).
-RESUME_FIXED_BEFORE = {"best_by": "loss"}
+# lowest validation loss; nothing pulled the weights back).
+RESUME_FIXED_BEFORE = {"best_by": "loss", "preserve_weight": 0.0}
 # Flags that only reshape the schedule from the resumed step on: allowed, and said.
 RESUME_SCHEDULE = ("train_steps", "lr", "warmup_steps", "weight_decay", "max_grad_norm")
 
@@ -58,6 +59,16 @@ def read_resume_state(path: str) -> dict:
         raise UserError(f"{resume}: holds weights but no training state to resume "
                         "(use it as --model to start a new run from it)")
     return state
+
+
+def started_from(train_state: dict | None, cfg) -> str:
+    """The model a run started from (what LoRA adapters sit on, what --preserve-weight pulls
+    toward, the teacher of --dynamic-audio-ctx): --model for a new run; for a resumed one its
+    checkpoint's record, since the resuming command may leave --model at its default."""
+    if train_state is None:
+        return cfg.model
+    saved = json.loads(train_state.get("config") or "{}")
+    return train_state.get("started_from") or train_state.get("lora_base") or saved.get("model") or cfg.model
 
 
 def check_resume_flags(state: dict, cfg, world: int, train_fingerprint: str) -> list[str]:

@@ -68,7 +68,8 @@ def check_sharded_flags(accelerator, cfg) -> None:
     if not accelerator.is_fsdp2:
         raise UserError("FSDP1 is not supported: set fsdp_version: 2 in the accelerate configuration")
     refused = [("lora_rank", "LoRA fits one device: launch it without FSDP"),
-               ("eval_wer", "validation loss only under FSDP (measure WER on best_model.pt afterwards)")]
+               ("eval_wer", "validation loss only under FSDP (measure WER on best_model.pt afterwards)"),
+               ("preserve_weight", "its anchors are whole tensors: launch it without FSDP")]
     for name, why in refused:
         if getattr(cfg, name):
             raise UserError(f"{flag(name)} {getattr(cfg, name)} under FSDP: {why}")

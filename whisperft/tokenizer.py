@@ -16,6 +16,7 @@ from .tokens import timestamp_token
 
 N_TIMESTAMPS = int(CHUNK_LENGTH / TIME_PRECISION) + 1  # 1501 tokens: <|0.00|> ... <|30.00|>
 MAX_INITIAL_TIMESTAMP_INDEX = 50  # first timestamp at most 1.00 s (openai-whisper's default)
+ENGLISH_ONLY_VOCAB = 51864  # tokens of the English-only models (*.en); the multilingual ones have more
 
 
 def _timestamp_tokens() -> list[str]:
@@ -90,7 +91,7 @@ def build_generation_config(tokenizer, vocab_size: int, suppress_ids: list[int],
     ids = tokenizer.convert_tokens_to_ids
     eot = ids("<|endoftext|>")
     lang_to_id = _lang_tokens(tokenizer)
-    multilingual = vocab_size >= 51865  # English-only models have 51864 tokens
+    multilingual = vocab_size > ENGLISH_ONLY_VOCAB
     cfg = GenerationConfig(
         bos_token_id=eot, eos_token_id=eot, pad_token_id=eot,
         decoder_start_token_id=ids("<|startoftranscript|>"),

@@ -15,7 +15,8 @@ continues exactly where the run stopped.
 Here: the set-up (`_set_up`), the loop (`_train`), validation and checkpoints. Beside it:
 stop_signals.py (Ctrl-C and `kill` during a run), resume.py (checking and restoring a
 checkpoint's training state), sharding.py (FSDP: whole checkpoints from shards), evaluation.py
-(the loss and the validation measures), loss_curve.py, tracking.py (--report-to).
+(the loss and the validation measures), loss_curve.py, tracking.py (--report-to), trained_model.py
+(loading, LoRA, freezing), preserve.py (--preserve-weight).
 """
 
 from __future__ import annotations
@@ -40,12 +41,14 @@ from .conversions import base_model
 from .loss_curve import plot_loss_curve
 from .models import trainable_names
 from .options import flag, opt
-from .resume import check_resume_flags, read_resume_state, restore_train_state, rng_state
+from .preserve import anchor_state, check_preserve_weight, make_anchor
+from .resume import check_resume_flags, read_resume_state, restore_train_state, rng_state, started_from
 from .run_commands import print_end_of_run
 from .saving import save_checkpoint
 from .sharding import WholeOptimizerState, check_sharded_flags, gathered_bundle, sharding_note, with_cpu_fsdp
 from .stop_signals import StopFlag, ignore_stop_signals, workers_ignore_stop_signals
 from .tracking import REPORT_TO, accelerator_kwargs, check_report_to, start_tracking, track
+from .trained_model import load_for_training
 
 
 @dataclass
@@ -100,6 +103,8 @@ class TrainConfig:
                                   "batch encoded on its audio plus a random margin, not 30 s")
     distill_weight: float = opt(1.0, "with --dynamic-audio-ctx: weight of the KL term towards the "
                                 "original model on the full context")
+    preserve_weight: float = opt(0.0, "L2-SP: add W x the squared distance of the trained weights from "
+                                 "where they started to the loss, so the fine-tune moves less (0 = off)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,24 +139,6 @@ def make_optimizer(params: list, cfg: TrainConfig, device: torch.device):
 # set-up
 
 
-def _add_lora(bundle, cfg: TrainConfig, train_state: dict | None) -> None:
-    """Wrap bundle.model with LoRA adapters (restored from `train_state` when resuming)."""
-    try:
-        from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
-    except ImportError:
-        raise UserError("--lora-rank needs peft: pip install 'whisperft[lora]'") from None
-    targets = [t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
-    config = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_rank,
-                        lora_dropout=cfg.lora_dropout, target_modules=targets, bias="none")
-    try:
-        peft_model = get_peft_model(bundle.model, config)
-    except ValueError as exc:
-        raise UserError(f"--lora-targets {cfg.lora_targets}: {str(exc).splitlines()[0]}") from None
-    if train_state is not None:
-        set_peft_model_state_dict(peft_model, train_state["adapter"])
-    bundle.model = peft_model
-
-
 def check_config(cfg: TrainConfig) -> None:
     for name in ("batch_size", "dev_batch_size", "accum_grad_steps", "train_steps", "eval_steps", "log_steps"):
         if getattr(cfg, name) < 1:
@@ -166,6 +153,7 @@ def check_config(cfg: TrainConfig) -> None:
                         "WER is measured on validation data")
     check_report_to(cfg.report_to)
     check_dynamic_ctx(cfg)
+    check_preserve_weight(cfg.preserve_weight)
 
 
 def make_accelerator(cfg: TrainConfig):
@@ -181,26 +169,6 @@ def make_accelerator(cfg: TrainConfig):
         kwargs.append(InitProcessGroupKwargs(backend="gloo"))
     return with_cpu_fsdp(Accelerator(cpu=probe.type == "cpu", mixed_precision=mixed_precision(cfg.use_amp, probe),
                                      kwargs_handlers=kwargs, **accelerator_kwargs(cfg.report_to, cfg.save_dir)))
-
-
-def load_for_training(cfg: TrainConfig, train_state: dict | None):
-    """The bundle to train: a resumed LoRA run from its base model + the adapter, a resumed full
-    run from the checkpoint's weights, a new run from --model."""
-    from .models import load_model
-
-    if train_state is None:
-        bundle = load_model(cfg.model)
-    else:
-        bundle = load_model(train_state.get("lora_base") or cfg.resume)
-    if cfg.lora_rank:
-        _add_lora(bundle, cfg, train_state)
-    if cfg.train_only_decoder:
-        for p in base_model(bundle.model).model.encoder.parameters():
-            p.requires_grad_(False)
-    if cfg.gradient_checkpointing:
-        bundle.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        bundle.model.config.use_cache = False
-    return bundle
 
 
 def make_datasets(cfg: TrainConfig, bundle, train_records, dev_records):
@@ -268,6 +236,7 @@ class _Run:
     dev_loader: Any = None  # None without --dev-json
     enc_cache: Any = None  # with --train-only-decoder --cache-encoder-outputs
     teacher_cache: Any = None  # the frozen original's, with --dynamic-audio-ctx --cache-encoder-outputs
+    anchor: Any = None  # with --preserve-weight: preserve.WeightAnchor
 
     @property
     def device(self) -> torch.device:
@@ -316,6 +285,8 @@ def _set_up(cfg: TrainConfig) -> _Run:
         run.start_step, run.best_loss, run.history = restore_train_state(train_state, cfg, whole_optimizer, names,
                                                                          accelerator.scaler)
         run.best_wer = float(train_state.get("best_wer", math.inf))  # absent from older checkpoints
+    run.anchor = make_anchor(cfg.preserve_weight, params, names, train_state, started_from(train_state, cfg),
+                             bool(cfg.lora_rank))
     workers = cfg.num_workers if cfg.num_workers is not None else (4 if device.type == "cuda" else 0)
     run.train_loader, run.dev_loader = make_loaders(cfg, train_set, dev_set, layout, world, rank, run.start_step,
                                                     workers)
@@ -391,11 +362,12 @@ def _resume_state(run: _Run, step: int) -> dict:
              "best_wer": run.best_wer, "rng": rng_state(), "history": json.dumps(run.history),
              "config": json.dumps(dataclasses.asdict(cfg)), "param_names": run.names,
              "world": run.world, "train_data_sha256": run.train_fingerprint,
-             "scaler": scaler.state_dict() if scaler is not None else None}
+             "scaler": scaler.state_dict() if scaler is not None else None,
+             "started_from": started_from(run.train_state, cfg),
+             **anchor_state(run.anchor, run.names, bool(cfg.lora_rank))}
     if cfg.lora_rank:
         from peft import get_peft_model_state_dict
 
-        state["lora_base"] = (run.train_state or {}).get("lora_base") or cfg.model
         state["adapter"] = {k: v.detach().cpu() for k, v in
                             get_peft_model_state_dict(run.bundle.model).items()}
     return state
@@ -575,6 +547,8 @@ def _optimizer_step(run: _Run, step: int, step_loss: float, bad_steps: int) -> i
         bad_steps = 0
         if run.accelerator.sync_gradients:
             run.accelerator.clip_grad_norm_(run.params, run.cfg.max_grad_norm)
+        if run.anchor is not None:
+            run.anchor.pull()
         run.optimizer.step()
     else:
         bad_steps += 1
@@ -593,7 +567,8 @@ def _log_progress(run: _Run, step: int, lr: float, progress: _Progress) -> None:
     mean_loss = sum(progress.losses) / len(progress.losses)
     entry = {"step": step, "loss": mean_loss, "lr": lr,
              "padding": 1 - progress.tokens / max(progress.padded, 1),
-             "sec_per_step": (now - progress.since) / len(progress.losses)}
+             "sec_per_step": (now - progress.since) / len(progress.losses),
+             **({"preserve_penalty": run.anchor.penalty()} if run.anchor is not None else {})}
     progress.since, progress.losses = now, []
     _log(run, entry)
     _say(run, f"Step {step}: loss={mean_loss:.2f} | lr={lr:.2g} | padding={entry['padding']:.0%}")
