@@ -123,7 +123,7 @@ def main() -> None:
         "fw-int8 (base)": faster_whisper(args.base, "int8", b, t),
         "fw-f32 (base)": faster_whisper(args.base, "float32", b, t),
         "ours default (base)": ours(args.base, b, t, "auto"),
-        "ours cut, unadapted (base)": ours(args.base, b, t, "auto", "auto", force=True),
+        "ours cut unadapted (base)": ours(args.base, b, t, "auto", "auto", force=True),
         "ours full (adapted)": ours(args.adapted, b, t, "auto", "full"),
         "ours cut (adapted)": ours(args.adapted, b, t, "auto"),
         "ours cut int8 (adapted)": ours(args.adapted, b, t, "auto", compute_type="int8"),
