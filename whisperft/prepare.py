@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from .audio import CHUNK_LENGTH, SAMPLE_RATE
+from .audio import CHUNK_LENGTH, SAMPLE_RATE, silence_spans
 from .errors import UserError
 from .hf_data import SEGMENT_COLUMNS, TEXT_COLUMNS
 from .manifest import Record, write_manifest
@@ -265,10 +265,11 @@ def _cut_recording(audio: np.ndarray, cues, source: str, where: str, language: s
     records = []
     for w in windows:
         record = Record(audio_path=source, text=w.text, language=language, prompt=w.prompt,
-                        start=w.start, duration=w.duration, repairs=repairs)
+                        start=w.start, duration=w.duration, repairs=repairs,
+                        muted=[list(span) for span in w.muted] or None)
         if folder is not None:
             first = int(round(w.start * SAMPLE_RATE))
-            piece = audio[first:first + int(round(w.duration * SAMPLE_RATE))]
+            piece = silence_spans(audio[first:first + int(round(w.duration * SAMPLE_RATE))], w.muted)
             _write_window(record, piece, folder, f"{int(round(w.start * 1000))}", opts)  # start in ms
         records.append(record)
         tally.windows += 1
