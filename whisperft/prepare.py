@@ -106,8 +106,8 @@ class PrepareOptions:
                                   "(only where the estimate is sure and the cues are off; voice-activity "
                                   "detection, no model pass)")
     max_cue_wer: float | None = opt(None, "leave out cues whose text disagrees with what --check-model "
-                                          "hears by more than this WER (e.g. 0.5); their audio is kept "
-                                          "out of the windows too")
+                                          "hears by more than this WER (e.g. 0.5): their text is dropped "
+                                          "and their audio silenced, the windows stay as they were")
     max_cue_cer: float | None = opt(None, "the same by character error rate (e.g. 0.5; kinder to a "
                                           "model's misheard words than WER)")
     check_model: str | None = opt(None, "model that listens for --check/--max-cue-wer/--max-cue-cer: the one "
