@@ -151,7 +151,7 @@ def bench_train(root: Path, steps: int, seeds: list[int], max_cue_cers: list[flo
         _prepare(audio, folder, root / f"{name}.json", **repairs)
         records = read_manifest(root / f"{name}.json")
         results["versions"][name] = {"label": label, "windows": len(records),
-                                     "muted_cues": sum(len(r.muted or []) for r in records), "runs": {}}
+                                     "muted_spans": sum(len(r.muted or []) for r in records), "runs": {}}
     results["original"] = _score(MODEL, test_audio, test_refs, root / "t_original")
     for seed in seeds:
         for name, version in results["versions"].items():
@@ -176,8 +176,8 @@ def train_rows(r: dict) -> list[str]:
                  f"{o['start_median']:.3f}  |  {o['start_p90']:.3f}")
     for version in r["versions"].values():
         runs = list(version["runs"].values())
-        lines.append(f"{version['label']:<34}{version['windows']:>8} {version['muted_cues']:>5}  "
-                     f"{cell(runs, 'wer', 100, '.2f')}  |  {cell(runs, 'insertions', 1, '.0f')}  |  "
+        lines.append(f"{version['label']:<34}{version['windows']:>8} {version['muted_spans']:>5}  "
+                     f"{cell(runs, 'wer', 100, '.2f')}  |  {cell(runs, 'insertions', 1, '.1f')}  |  "
                      f"{cell(runs, 'start_median', 1, '.3f')}  |  {cell(runs, 'start_p90', 1, '.3f')}")
     return lines
 
