@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -95,8 +96,8 @@ def test_cue_agreement_scores_each_cue_on_the_words_aligned_to_it():
 
 # --- repairs and windows (pure) -------------------------------------------------------------
 
-def test_left_out_cues_keep_windows_clear_of_their_audio():
-    cues = [Cue(0.5 + 3 * k, 2.5 + 3 * k, f"sentence number {k}") for k in range(8)]
+def test_left_out_cues_cost_their_text_and_audio_only():
+    cues = [Cue(0.5 + 3 * k, 2.5 + 3 * k, f"sentence number {k}") for k in range(14)]
     finding = {"timing": {"offset": 1.0, "rate": 1.0, "applied_by_fix_timing": True},
                "cues": [{"index": 4, "wer": 0.9}, {"index": 5, "wer": 0.2}]}
     fixed, changes = repair(cues, finding, fix_timing=True, max_cue_wer=0.5)
@@ -105,17 +106,33 @@ def test_left_out_cues_keep_windows_clear_of_their_audio():
                        fix_timing=True, max_cue_cer=0.5)
     assert [c.skip_reason for c in by_cer[1:3]] == [None, LEFT_OUT]
     assert [c.start for c in fixed[:2]] == [-0.5, 2.5]
-    windows, skips = split_into_windows(fixed, 30.0, count_tokens=lambda t: len(t.split()))
+    as_is, _ = repair(cues, finding, fix_timing=True)
+    kept, _ = split_into_windows(as_is, 45.0, count_tokens=lambda t: len(t.split()))
+    windows, skips = split_into_windows(fixed, 45.0, count_tokens=lambda t: len(t.split()))
     left = fixed[3]
     assert any(s.reason == LEFT_OUT for s in skips)
-    for w in windows:  # no window holds audio of the left-out cue, and its text is nowhere
-        assert w.start + w.duration <= left.start + 1e-6 or w.start >= left.end - 1e-6
-        assert "sentence number 3" not in w.text and "sentence number 3" not in w.prompt
+    # Invariant: the windows are those of the subtitles as they are (same audio, same times)...
+    assert [(w.start, w.duration) for w in windows] == [(w.start, w.duration) for w in kept]
+    for w, k in zip(windows, kept):
+        # ...less the left-out cue's text (the neighbours' timestamps untouched), whose audio is muted
+        assert w.text == re.sub(r"<\|[\d.]+\|> sentence number 3<\|[\d.]+\|>", "", k.text)
+        assert "sentence number 3" not in w.text + w.prompt
+        inside = w.start < left.end and left.start < w.start + w.duration
+        assert w.muted == (((left.start - w.start, left.end - w.start),) if inside else ())
+    assert sum(bool(w.muted) for w in windows) == 1 and sum(k.text != w.text for w, k in zip(windows, kept)) == 1
     # without --fix-timing the times stay as written; without findings nothing changes
     same, _ = repair(cues, finding, fix_timing=False, max_cue_wer=None)
     assert [c.start for c in same] == [c.start for c in cues]
     assert repair(cues, None, fix_timing=True, max_cue_wer=0.5)[1] is None
     assert isinstance(fixed[0], RepairedCue)
+
+
+def test_a_left_out_cue_overlapping_another_still_keeps_windows_off_both():
+    cues = [RepairedCue(1.0, 3.0, "kept"), RepairedCue(2.0, 4.0, "wrong", LEFT_OUT), RepairedCue(6.0, 8.0, "last")]
+    windows, skips = split_into_windows(cues, 40.0, count_tokens=lambda t: len(t.split()))
+    # silencing the left-out cue would silence part of "kept": both stay out of every window
+    assert {s.reason for s in skips} >= {LEFT_OUT} and all(not w.muted for w in windows)
+    assert all(w.start >= 4.0 for w in windows) and "kept" not in "".join(w.text for w in windows)
 
 
 # --- the promise, on generated recordings with known faults and the real tiny.en -----------
@@ -308,3 +325,80 @@ def _html_escape(text: str) -> str:
     import html
 
     return html.escape(text)
+
+
+# --- muted spans: what training sees of a left-out cue --------------------------------------
+
+def test_muted_spans_are_silent_in_the_features_and_keyed_in_the_encoder_cache(tmp_path):
+    import numpy as np
+
+    from conftest import random_bundle
+    from whisperft.audio import FRAMES_PER_SECOND, SAMPLE_RATE, save_wav
+    from whisperft.data import DataOptions, WhisperDataset
+    from whisperft.encoder_cache import cache_key
+    from whisperft.features import window_features
+    from whisperft.manifest import Record, write_manifest
+    from whisperft.tokens import TokenLayout
+
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal(20 * SAMPLE_RATE)).astype(np.float32)
+    audio[SAMPLE_RATE:2 * SAMPLE_RATE] *= 5  # the loudest second lies outside the muted span
+    save_wav(tmp_path / "rec.wav", audio)
+    text = "<|0.00|> kept<|2.00|>"
+    write_manifest(tmp_path / "m.json", [Record(str(tmp_path / "rec.wav"), text, start=2.0, duration=15.0,
+                                                muted=[[6.0, 9.5]]),
+                                         Record(str(tmp_path / "rec.wav"), text, start=2.0, duration=15.0)])
+    muted, plain = read_manifest(tmp_path / "m.json")
+    assert muted.muted == [[6.0, 9.5]] and plain.muted is None
+    bundle = random_bundle()
+    dataset = WhisperDataset([muted, plain], TokenLayout(bundle.tokenizer, False), 80, DataOptions())
+    got, full = dataset.features(muted), dataset.features(plain)
+    lo, hi = int(6.0 * FRAMES_PER_SECOND), int(9.5 * FRAMES_PER_SECOND)
+    inside = got[:, lo + 2:hi - 2]
+    # Invariant: the span's samples are zero: its frames sit at the log-mel floor, nothing louder
+    assert float(inside.max()) == float(inside.min()) == float(got[:, :1500].min())
+    assert float(full[:, lo + 2:hi - 2].min()) > float(inside.max())
+    # ...and the audio around it is untouched
+    assert torch_equal(got[:, :lo - 2], full[:, :lo - 2]) and torch_equal(got[:, hi + 2:], full[:, hi + 2:])
+    samples = audio[2 * SAMPLE_RATE:17 * SAMPLE_RATE].copy()
+    samples[6 * SAMPLE_RATE:int(9.5 * SAMPLE_RATE)] = 0
+    assert float((got - window_features(np.round(samples * 32767) / 32767, 80)).abs().max()) < 1e-3
+    encoder = bundle.model.model.encoder
+    assert cache_key(encoder, [muted], 80) != cache_key(encoder, [plain], 80)
+
+
+def torch_equal(a, b) -> bool:
+    return bool((a == b).all())
+
+
+def test_prepare_leaving_out_cues_keeps_the_windows_of_the_set_as_is(faulty_set, tmp_path):
+    """Real recordings: --max-cue-cer keeps every window of the as-is run; a left-out cue's text
+    is gone and its audio silent in the dumped WAV and features, nothing else changes."""
+    import numpy as np
+
+    from whisperft.audio import SAMPLE_RATE, load_audio
+    from whisperft.prepare import PrepareOptions, prepare
+
+    root, truth = faulty_set
+    files = [{"audio": str(root / "audio" / f"{name}.wav"),
+              "cues": [{"index": i, "cer": 1.0} for i in injected["wrong"]]}
+             for name, injected in truth["files"].items()]
+    (tmp_path / "wrong.json").write_text(json.dumps({"files": files}), encoding="utf-8")
+    runs = {}
+    for name, extra in (("asis", {}), ("left", {"max_cue_cer": 0.5, "check_report": str(tmp_path / "wrong.json")})):
+        prepare(PrepareOptions(audio_dir=str(root / "audio"), transcript_dir=str(root / "subtitles"),
+                               output=str(tmp_path / f"{name}.json"), **extra))
+        runs[name] = read_manifest(tmp_path / f"{name}.json")
+    asis, left = runs["asis"], runs["left"]
+    assert [(r.source, r.start, r.duration) for r in left] == [(r.source, r.start, r.duration) for r in asis]
+    assert sum(len(i["wrong"]) for i in truth["files"].values()) >= 8
+    assert sum(len(r.muted or []) for r in left) >= 8
+    for a, r in zip(asis, left):
+        if not r.muted:
+            assert r.text == a.text and np.array_equal(np.load(r.features_path), np.load(a.features_path))
+            continue
+        assert len(r.text) < len(a.text)
+        wav = load_audio(r.audio_path)
+        for lo, hi in r.muted:
+            assert not wav[int(lo * SAMPLE_RATE):int(hi * SAMPLE_RATE)].any()
+            assert load_audio(a.audio_path)[int(lo * SAMPLE_RATE):int(hi * SAMPLE_RATE)].any()

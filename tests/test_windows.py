@@ -251,3 +251,31 @@ def test_window_invariants(recording, resolution, max_prompt_length):
             for w in windows:
                 w_lo, w_hi = round(w.start * 1000), round((w.start + w.duration) * 1000)
                 assert not (w_lo < hi and lo < w_hi) and not (lo == hi and w_lo < lo < w_hi), (cue, w)
+
+
+@settings(max_examples=200, deadline=None)
+@given(recordings(), st.data())
+def test_left_out_cues_are_muted_or_kept_out_never_heard_without_text(recording, data):
+    from whisperft.repairs import RepairedCue
+    from whisperft.windows import LEFT_OUT
+
+    cues, audio_duration = recording
+    left = data.draw(st.sets(st.integers(0, max(len(cues) - 1, 0)))) if cues else set()
+    marked = [RepairedCue(c.start, c.end, c.text, LEFT_OUT if i in left else None) for i, c in enumerate(cues)]
+    windows, _ = split(marked, audio_duration, max_tokens_length=10**6)
+    audio_ms = round(audio_duration * 1000)
+    for w in windows:
+        w_lo, w_hi = round(w.start * 1000), round((w.start + w.duration) * 1000)
+        spans = [(w_lo + round(a * 1000), w_lo + round(b * 1000)) for a, b in w.muted]
+        assert all(w_lo <= a < b <= w_hi for a, b in spans)
+        for i, c in enumerate(cues):
+            lo, hi = round(c.start * 1000), min(round(c.end * 1000), audio_ms)
+            if i in left:
+                # Invariant: a left-out cue's text is nowhere; its audio in a window is muted
+                assert f" {c.text}<|" not in w.text and f" {c.text}<|" not in w.prompt
+                if lo < hi and w_lo < hi and lo < w_hi:
+                    muted_ms = sum(max(0, min(b, hi) - max(a, lo)) for a, b in spans)
+                    assert muted_ms >= min(hi, w_hi) - max(lo, w_lo) - OVERLAP_TOLERANCE_MS, (c, w)
+            elif f" {c.text}<|" in w.text:
+                # Invariant: the audio of a cue trained on is never muted
+                assert all(not (a < hi - OVERLAP_TOLERANCE_MS and lo + OVERLAP_TOLERANCE_MS < b) for a, b in spans)

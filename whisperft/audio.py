@@ -206,6 +206,17 @@ def save_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE
         w.writeframes(pcm.tobytes())
 
 
+def silence_spans(audio: np.ndarray, spans, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """`audio` with the samples of each (start, end) span (seconds from its first sample) set
+    to 0; a copy when there is any, `audio` itself when `spans` is empty."""
+    if not spans:
+        return audio
+    out = np.array(audio, dtype=np.float32, copy=True)
+    for start, end in spans:
+        out[max(int(round(start * sample_rate)), 0):max(int(round(end * sample_rate)), 0)] = 0.0
+    return out
+
+
 def pad_or_trim(array, length: int = N_SAMPLES, axis: int = -1, value: float = 0.0):
     """Pad with `value` or cut `array` (numpy or torch) to `length` along `axis`."""
     import torch

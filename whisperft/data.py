@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .audio import CHUNK_LENGTH, FRAMES_PER_SECOND, N_FRAMES, SAMPLE_RATE, load_audio
+from .audio import CHUNK_LENGTH, FRAMES_PER_SECOND, N_FRAMES, SAMPLE_RATE, load_audio, silence_spans
 from .errors import UserError
 from .features import window_features
 from .manifest import Record, read_manifest
@@ -103,7 +103,8 @@ class WhisperDataset(Dataset):
         return audio[start:end]
 
     def features(self, r: Record) -> torch.Tensor:
-        """Log-mel of a record: the precomputed one when its mel count fits, else from audio."""
+        """Log-mel of a record: the precomputed one when its mel count fits (prepare computed it
+        with the record's `muted` spans silenced), else from its audio, those spans silenced."""
         if r.features_path and r.n_mels == self.n_mels and Path(r.features_path).is_file():
             try:  # allow_pickle=False: an .npy holding a pickle is refused, never run
                 features = np.load(r.features_path, allow_pickle=False)
@@ -114,7 +115,7 @@ class WhisperDataset(Dataset):
                 raise UserError(f"{r.features_path}: features of shape {features.shape} ({features.dtype}), "
                                 f"expected ({self.n_mels}, {N_FRAMES}) floats; run create_data.py again")
             return torch.from_numpy(features.astype(np.float32))
-        return window_features(self._audio(r), self.n_mels)
+        return window_features(silence_spans(self._audio(r), r.muted), self.n_mels)
 
     def __getitem__(self, index: int) -> dict:
         r = self.records[index]

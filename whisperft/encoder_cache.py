@@ -38,7 +38,7 @@ def cache_key(encoder: torch.nn.Module, records, n_mels: int) -> str:
             stamp = f"{st.st_size}:{st.st_mtime_ns}"
         except OSError:
             stamp = "missing"
-        h.update(f"{src}|{r.offset}|{r.duration}|{stamp}".encode())
+        h.update(f"{src}|{r.offset}|{r.duration}|{stamp}|{r.muted}".encode())
     return h.hexdigest()[:20]
 
 

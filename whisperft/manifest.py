@@ -3,7 +3,12 @@
     {"audio_path": "train_dump/lecture1/28000.wav", "text": "<|0.00|> Hello<|1.20|>",
      "language": "en", "prompt": "", "start": 28.0, "duration": 30.0,
      "source": "../data/train_audio/lecture1.wav",
-     "features_path": "train_dump/lecture1/28000.mel80.npy", "n_mels": 80}
+     "features_path": "train_dump/lecture1/28000.mel80.npy", "n_mels": 80,
+     "muted": [[12.4, 15.1]]}
+
+`muted` (optional): spans, in seconds from the start of the example's audio, whose audio is
+silenced (samples set to 0) before its log-mel is computed: cues the data check left out, whose
+text is not in `text`. Audio and features that `prepare` writes are silenced already.
 
 Paths of files inside the manifest's folder (and its subfolders) are stored relative to it, so
 a dataset folder can be moved or copied to another machine whole; paths of files elsewhere are
@@ -60,6 +65,7 @@ class Record:
     n_mels: int | None = None  # mel bins of features_path (80, or 128 for large-v3/turbo)
     # what prepare's data check changed in this example's recording (timing, cues left out)
     repairs: dict | None = None
+    muted: list[list[float]] | None = None  # [[start, end], ...] seconds from the example's start: silenced
 
     @property
     def offset(self) -> float:
@@ -169,7 +175,20 @@ def _record_from(data, where: str, folder: Path) -> Record:
         features_path=resolve("features_path"),
         n_mels=n_mels,
         repairs=data.get("repairs") if isinstance(data.get("repairs"), dict) else None,
+        muted=_spans(data.get("muted"), where),
     )
+
+
+def _spans(value, where: str) -> list[list[float]] | None:
+    """The `muted` spans of a line: [[start, end], ...], 0 <= start < end, in seconds."""
+    if value is None:
+        return None
+    ok = isinstance(value, list) and all(isinstance(s, list) and len(s) == 2 for s in value)
+    spans = [[_number(a, "muted", where), _number(b, "muted", where)] for a, b in value] if ok else []
+    if not ok or any(a >= b for a, b in spans):
+        raise UserError(f"{where}: 'muted' must be a list of [start, end] seconds, start < end, "
+                        f"not {_short(value)}")
+    return spans or None
 
 
 def read_manifest(path: str | Path) -> list[Record]:

@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from .audio import CHUNK_LENGTH, SAMPLE_RATE
+from .audio import CHUNK_LENGTH, SAMPLE_RATE, silence_spans
 from .errors import UserError
 from .hf_data import SEGMENT_COLUMNS, TEXT_COLUMNS
 from .manifest import Record, write_manifest
@@ -106,8 +106,8 @@ class PrepareOptions:
                                   "(only where the estimate is sure and the cues are off; voice-activity "
                                   "detection, no model pass)")
     max_cue_wer: float | None = opt(None, "leave out cues whose text disagrees with what --check-model "
-                                          "hears by more than this WER (e.g. 0.5); their audio is kept "
-                                          "out of the windows too")
+                                          "hears by more than this WER (e.g. 0.5): their text is dropped "
+                                          "and their audio silenced, the windows stay as they were")
     max_cue_cer: float | None = opt(None, "the same by character error rate (e.g. 0.5; kinder to a "
                                           "model's misheard words than WER)")
     check_model: str | None = opt(None, "model that listens for --check/--max-cue-wer/--max-cue-cer: the one "
@@ -265,10 +265,11 @@ def _cut_recording(audio: np.ndarray, cues, source: str, where: str, language: s
     records = []
     for w in windows:
         record = Record(audio_path=source, text=w.text, language=language, prompt=w.prompt,
-                        start=w.start, duration=w.duration, repairs=repairs)
+                        start=w.start, duration=w.duration, repairs=repairs,
+                        muted=[list(span) for span in w.muted] or None)
         if folder is not None:
             first = int(round(w.start * SAMPLE_RATE))
-            piece = audio[first:first + int(round(w.duration * SAMPLE_RATE))]
+            piece = silence_spans(audio[first:first + int(round(w.duration * SAMPLE_RATE))], w.muted)
             _write_window(record, piece, folder, f"{int(round(w.start * 1000))}", opts)  # start in ms
         records.append(record)
         tally.windows += 1

@@ -1,8 +1,8 @@
 """What `create_data.py --fix-timing / --max-cue-wer / --check` do to a recording's cues before
 they are cut into windows, from the data check's findings (datacheck.py): cue times moved onto
 the speech where the file's timing estimate is sure, and cues whose text disagrees with the
-audio marked to be left out (windows keep clear of their audio, so no window trains text
-without its audio or audio without its text)."""
+audio marked to be left out (windows drop their text and silence their audio, see windows.py,
+so no window trains text without its audio or audio without its text)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from .windows import LEFT_OUT
 
 @dataclass
 class RepairedCue:
-    """A cue as `windows.split_into_windows` takes it; `skip_reason` set: kept out of windows."""
+    """A cue as `windows.split_into_windows` takes it; `skip_reason` LEFT_OUT: its text dropped
+    and its audio silenced."""
 
     start: float
     end: float

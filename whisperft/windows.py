@@ -29,6 +29,13 @@ Where this module differs from jumon/whisper-finetuning's windowing (its bugs, f
   - silence subsampling keeps the windows in order (jumon's moved them to the end) and
     counts across recordings (`silence_offset`).
 Windows overlap only where a cue crossed a window end: the next window starts at that cue.
+
+A cue left out by the data check (LEFT_OUT: its text disagrees with its audio) costs only its
+own audio: it is cut into windows like any cue, so the windows are those of the subtitles as
+they are, but its text is dropped (from the window's text and from later prompts) and its span
+is listed in the window's `muted`, whose audio the training data silences. Such a cue that
+overlaps another, lasts over 30 s or does not end after it starts is kept out of every window
+like the other skipped cues.
 """
 
 from __future__ import annotations
@@ -64,6 +71,8 @@ class Window:
     duration: float  # seconds of audio, at most 30
     text: str  # e.g. "<|0.00|> Hello there.<|1.20|><|1.40|> Next cue<|3.00|>"; "" = silence
     prompt: str  # previous text of the recording with its timestamps; "" after a break
+    # (start, end) seconds from the window start whose audio is to be silenced: cues left out
+    muted: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,7 @@ class _Cue:
     text: str  # cleaned, with the leading space the language wants
     reason: str | None = None  # why it is skipped, if it is
     original: tuple[int, int] = (0, 0)  # ms as written, for messages
+    muted: bool = False  # left out by the data check: windows keep its place, not its text or sound
 
 
 @dataclass
@@ -141,7 +151,8 @@ def _to_ms(seconds: float) -> int:
 
 def _prepare_cues(cues, audio_ms: int, language: str, normalize_unicode: bool,
                   skips: list[Skip]) -> tuple[list[_Cue], list[tuple[int, int]]]:
-    """Sorted good cues, and the [lo, hi] ms spans of skipped cues, which no window may touch."""
+    """Sorted good and muted cues, and the [lo, hi] ms spans of skipped cues, which no window
+    may touch."""
     items: list[_Cue] = []
     for cue in cues:
         text = unicodedata.normalize("NFKC", cue.text) if normalize_unicode else cue.text
@@ -164,7 +175,7 @@ def _prepare_cues(cues, audio_ms: int, language: str, normalize_unicode: bool,
     # Snap tiny overlaps (a cue starting a few ms before the previous one ends).
     prev_end = None
     for c in items:
-        if c.end <= c.start or c.reason:
+        if c.end <= c.start or c.reason not in (None, LEFT_OUT):
             continue
         if prev_end is not None and 0 < prev_end - c.start <= OVERLAP_TOLERANCE_MS and prev_end < c.end:
             c.start = prev_end
@@ -192,6 +203,9 @@ def _prepare_cues(cues, audio_ms: int, language: str, normalize_unicode: bool,
         if len(members) > 1:
             for c in members:
                 c.reason = c.reason or OVERLAPPING_CUES
+        elif members[0].reason == LEFT_OUT and 0 < members[0].end - members[0].start <= CHUNK_LENGTH_MS:
+            members[0].muted = True  # alone in its span: silencing it touches no other cue
+            continue
         if any(c.reason for c in members):
             barriers.append((min(min(c.start, c.end) for c in members),
                              max(max(c.start, c.end) for c in members)))
@@ -203,11 +217,12 @@ def _prepare_cues(cues, audio_ms: int, language: str, normalize_unicode: bool,
                   REVERSED_CUE: f"it ends at {format_seconds(max(end, 0))}",
                   OVERLAPPING_CUES: "times overlap",
                   OUTSIDE_AUDIO: f"it ends at {format_seconds(max(end, 0))}, the audio at "
-                                 f"{format_seconds(audio_ms)}"}.get(c.reason, "")
+                                 f"{format_seconds(audio_ms)}",
+                  LEFT_OUT: "its text dropped, its audio silenced" if c.muted else ""}.get(c.reason, "")
         skips.append(Skip(c.reason, max(start, 0) / 1000,
                           f"{format_seconds(max(start, 0))}: cue skipped ({c.reason}{': ' + detail if detail else ''}): "
                           f"{c.text.strip()[:50]!r}"))
-    return [c for c in items if not c.reason], barriers
+    return [c for c in items if not c.reason or c.muted], barriers
 
 
 def _runs(good: list[_Cue], barriers: list[tuple[int, int]], audio_ms: int) -> list[tuple[int, int, list[_Cue]]]:
@@ -250,6 +265,8 @@ def _cue_nodes(cues: list[_Cue], seg_start: int, seg_end: int, time_token: Calla
     timestamps around its text, or its start timestamp alone when it runs past the window."""
     nodes = []
     for c in cues:
+        if c.muted:
+            continue
         start_token = time_token(c.start, seg_start, seg_end - seg_start)
         if c.end <= seg_end:
             end_token = time_token(c.end, seg_start, seg_end - seg_start)
@@ -329,7 +346,9 @@ def split_into_windows(
                                   f"({TOO_MANY_TOKENS}: {n_tokens} > --max-tokens-length {max_tokens_length})"))
             else:
                 text = "".join(node.text for node in nodes)
-                windows.append(Window(seg_start / 1000, (seg_end - seg_start) / 1000, text, prompt))
+                muted = tuple(((max(c.start, seg_start) - seg_start) / 1000, (min(c.end, seg_end) - seg_start) / 1000)
+                              for c in run_cues[i:j] if c.muted)
+                windows.append(Window(seg_start / 1000, (seg_end - seg_start) / 1000, text, prompt, muted))
             last = run_cues[j - 1]
             if last.end <= seg_end:
                 seg_start, i = last.end, j
