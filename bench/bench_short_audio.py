@@ -28,7 +28,26 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from bench.bench_transcribe import corpus_wer, normalise, references  # noqa: E402
+
+
+def references(folder: Path) -> dict[Path, str]:
+    """Each clip's text: the cues of the .srt beside it."""
+    from whisperft.subtitles import read_text
+
+    return {wav: read_text(wav.with_suffix(".srt")) for wav in sorted(folder.glob("*.wav"))
+            if wav.with_suffix(".srt").is_file()}
+
+
+def corpus_wer(refs: dict[Path, str], hyps: dict[Path, str]) -> float:
+    from whisperft.metrics import score
+
+    return score([(p.name, r, hyps[p]) for p, r in refs.items()]).totals().rate
+
+
+def normalise(text: str) -> str:
+    from whisperft.normalizers import get_normalizer
+
+    return get_normalizer("auto", "en")(text)
 
 
 def faster_whisper(model: str, compute_type: str, beam: int, threads: int):

@@ -140,13 +140,18 @@ def ours(model: str, beam: int, batch: int, threads: int, backend: str = "auto",
         from whisperft import transcribe as tr
         from whisperft.transcription import TranscribeOptions
 
-        opts = TranscribeOptions(model=model, beam_size=beam, batch_size=batch, backend=backend,
-                                 device="cpu", threads=threads, **flags)
-        runner = tr.load_transcriber(opts)
+        # transcribe_dir decodes a folder of n files tr.files_at_once(..., n) at a time, longest
+        # first: one runner per possible count, loaded here, outside the timing
+        options = {k: TranscribeOptions(model=model, beam_size=beam, batch_size=k, backend=backend, device="cpu",
+                                        threads=threads, **flags) for k in range(1, max(1, batch) + 1)}
+        runners = {k: tr.load_transcriber(o) for k, o in options.items()}
 
         def run(paths, audios):
+            k = tr.files_at_once(options[batch], len(paths))
+            runner, opts = runners[k], options[k]
             out = {}
-            for p, t in runner.run(zip(paths, audios)):
+            order = tr.longest_first(paths)
+            for p, t in runner.run((p, audios[paths.index(p)]) for p in order):
                 tr.snap_words_to_speech(t, audios[paths.index(p)], opts)
                 out[p] = [(s.start, s.end, s.text) for s in t.segments]
             return out

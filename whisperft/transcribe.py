@@ -197,7 +197,29 @@ def _plan(opts: TranscribeOptions) -> tuple[list[_Job], list[_Job], list[str]]:
         claimed[key] = f
         job = _Job(f, [stem.with_name(f"{stem.name}.{fmt}") for fmt in formats])
         (done if not opts.overwrite and all(p.is_file() for p in job.outputs) else todo).append(job)
-    return todo, done, problems
+    order = {path: i for i, path in enumerate(longest_first([job.audio for job in todo]))}
+    return sorted(todo, key=lambda job: order[job.audio]), done, problems
+
+
+def files_at_once(opts: TranscribeOptions, n_files: int) -> int:
+    """Files decoded together for a folder of `n_files`: --batch-size, but at most half of
+    them, so that at the end no file runs on alone while the others' share of the machine
+    waits (3 files on 2 workers: the third decodes on one thread after the other two finish;
+    one file at a time with all threads is faster there). With --batched, --batch-size is the
+    chunks of one file decoded together, and stays."""
+    return opts.batch_size if opts.batched else max(1, min(opts.batch_size, n_files // 2))
+
+
+def longest_first(paths: list[Path]) -> list[Path]:
+    """The order files are decoded in: largest first (size stands for length). Several files
+    are decoded at once, and a long file started last would run on alone at the end, its
+    share of the cores idle; started first, the short ones fill in around it."""
+    def size(path: Path) -> int:
+        try:
+            return path.stat().st_size
+        except OSError:  # reported when it is read
+            return 0
+    return sorted(paths, key=size, reverse=True)
 
 
 def _load_samples(path: Path, stop: threading.Event) -> np.ndarray:
@@ -250,7 +272,7 @@ def transcribe_dir(opts: TranscribeOptions) -> int:
     failed = len(problems)
     n_ok, audio_seconds, t0 = 0, 0.0, time.perf_counter()
     if todo:
-        runner = load_transcriber(opts)
+        runner = load_transcriber(dataclasses.replace(opts, batch_size=files_at_once(opts, len(todo))))
         t0 = time.perf_counter()  # real-time factor of the decoding, model loading left out
         with tqdm(total=len(todo), unit="file", desc="transcribing", file=sys.stderr, disable=None) as bar:
             # the torch backend reads each file in a stream (never held whole); ct2 takes samples
