@@ -5,7 +5,7 @@ with the same threads for every system.
                                       [--clips DIR] [--count 60] [--threads 2] [--beam-size 1]
 
 --adapted is a model trained with run_finetuning.py --dynamic-audio-ctx from --base (README,
-"Short audio, fast"). Without --clips, 1-10 s clips are synthesised (bench/short_clips.py, test
+"Short audio, fast"). Without --clips, 1-10 s clips are synthesised (demo/make_short_clips.py, test
 split: sentences and voices the training split does not use). Each system transcribes every
 clip one after another (model loading left out, one warm-up clip first); wall seconds and this
 process's CPU seconds are printed beside WER against the clips' SRT text, and each system's time
@@ -130,7 +130,7 @@ def main() -> None:
     if args.clips:
         folder = Path(args.clips)
     else:
-        from bench.short_clips import make_clips
+        from demo.make_short_clips import make_clips
 
         folder = work / "clips"
         make_clips(folder, "test", args.count, seed=2)

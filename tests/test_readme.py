@@ -57,7 +57,7 @@ def test_readme_commands_run_as_written(tmp_path, tiny_en):
     for path in ("train.json", "dev.json", "output/best_model.pt", "output/last_model.pt",
                  "output/loss_curve.png", "medical_model/best_model.pt", "multilingual_model/best_model.pt",
                  "lowmem_model/step2.pt", "lowmem_model/step4.pt", "output_ddp/best_model.pt",
-                 "guarded_model/best_model.pt",
+                 "guarded_model/best_model.pt", "acft/best_model.pt", "short_out/train000_us-m.srt",
                  "model-ct2/model.bin", "model-hf/config.json", "model.pt", "ggml-model.bin"):
         assert (root / path).is_file(), path
     assert sorted(p.stem for p in (root / "transcripts").glob("*.srt")) == \

@@ -1,8 +1,8 @@
 """Short recordings (1-10 s, a realistic mix for voice input: a few words, one sentence, two
-sentences) with one SRT cue per sentence, synthesised with espeak-ng: the data of
-bench_short_audio.py and of the cut-context tests.
+sentences) with one SRT cue per sentence, synthesised with espeak-ng: data to train a cut audio
+context on (README, "Short audio, fast") and bench/bench_short_audio.py's clips.
 
-    python bench/short_clips.py OUT_DIR --split train|test [--count N] [--seed S]
+    python demo/make_short_clips.py OUT_DIR --split train|test [--count N] [--seed S]
 
 The training split reads the demo's dictation and the general set's sentences; the test split
 the demo's everyday and test sentences, in voices the training split does not use.
@@ -23,7 +23,9 @@ sys.path.insert(0, str(REPO))
 
 from demo.make_data import (DEV_SENTENCES, EVERYDAY_SENTENCES, TEST_SENTENCES, TRAIN_SENTENCES,  # noqa: E402
                             VOICES, Voice, synthesize, wav_bytes)
-from whisperft.general_set import GENERAL_SENTENCES, GENERAL_VOICES  # noqa: E402
+from whisperft.general_set import GENERAL_SETS  # noqa: E402
+
+GENERAL = GENERAL_SETS["en"]
 
 MAX_SECONDS = 10.0
 LEAD_S = (0.1, 0.5)  # silence before the speech, drawn uniformly
@@ -32,13 +34,13 @@ TAIL_S = (0.2, 0.6)  # after the speech
 
 SPLIT_VOICES = {
     "train": tuple(VOICES[k] for k in ("us-m", "gb-m", "gb-f")),
-    "test": (VOICES["rp-m"], VOICES["us-f"], *(Voice(k, *v) for k, v in list(GENERAL_VOICES.items())[:2])),
+    "test": (VOICES["rp-m"], VOICES["us-f"], *(Voice(k, *v) for k, v in list(GENERAL.voices.items())[:2])),
 }
 
 
 def split_sentences(split: str) -> list[str]:
     if split == "train":
-        return [*TRAIN_SENTENCES, *DEV_SENTENCES, *(s for group in GENERAL_SENTENCES for s in group)]
+        return [*TRAIN_SENTENCES, *DEV_SENTENCES, *(s for group in GENERAL.sentences for s in group)]
     return [*EVERYDAY_SENTENCES, *TEST_SENTENCES]
 
 
