@@ -179,7 +179,7 @@ def save_checkpoint(bundle, path: str | Path, train_state: dict | None = None,
     try:
         return atomic_torch_save(ckpt, path)
     except OSError as exc:
-        raise UserError(f"{path}: could not write the checkpoint ({exc.strerror or exc}); "
+        raise UserError(f"{path}: could not save the checkpoint ({exc.strerror or exc}); "
                         "the previous one is intact") from None
 
 
