@@ -19,7 +19,8 @@ from conftest import REPO, load_demo_data_module, speak
 from whisperft import transcribe as tr
 from whisperft.audio import SAMPLE_RATE, AudioError, load_audio, save_wav, stream_audio
 from whisperft.ct2_backend import CT2Transcriber
-from whisperft.decoding import INPUT_STRIDE, TorchTranscriber, _Decode, _FileState, compression_ratio
+from whisperft.audio_ctx import FRAMES_PER_POSITION
+from whisperft.decoding import TorchTranscriber, _Decode, _FileState, compression_ratio
 from whisperft.errors import UserError
 from whisperft.subtitles import read_subtitles
 from whisperft.tokens import language_code
@@ -306,7 +307,7 @@ def test_window_ending_mid_segment_seeks_to_its_last_complete_timestamp():
     tokens = [tb, 1, 2, tb + 50, tb + 75, 3, tb + 125, tb + 150, 4, 5]
     t._add_segments(st, _Decode(tokens, -0.1), 3000, 0.01)
     assert [(s.start, s.end, s.text) for s in st.segments] == [(5.0, 6.0, " w1 w2"), (6.5, 7.5, " w3")]
-    assert st.seek == 500 + 125 * INPUT_STRIDE  # to <|2.50|>: the unfinished segment is redone
+    assert st.seek == 500 + 125 * FRAMES_PER_POSITION  # to <|2.50|>: the unfinished segment is redone
     # Invariant: the prompt gets exactly the tokens of the segments kept.
     assert st.all_tokens == tokens[:7]
 

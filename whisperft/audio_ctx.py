@@ -19,8 +19,9 @@ import torch
 
 from .audio import FRAMES_PER_SECOND, N_FRAMES, TIME_PRECISION
 
-FULL_POSITIONS = N_FRAMES // 2  # 1500 encoder positions: 30 s, one per TIME_PRECISION
-FRAMES_PER_POSITION = N_FRAMES // FULL_POSITIONS  # 2 log-mel frames (the second conv's stride)
+# log-mel frames per encoder position (the second convolution's stride), i.e. per timestamp token
+FRAMES_PER_POSITION = round(TIME_PRECISION * FRAMES_PER_SECOND)  # 2
+FULL_POSITIONS = N_FRAMES // FRAMES_PER_POSITION  # 1500 encoder positions: 30 s
 MARGIN = 1.0  # seconds of context kept after the audio when transcribing
 MIN_POSITIONS = 100  # 2 s: below this even an adapted model has too little to go on
 TRAIN_MAX_MARGIN = 4.0  # seconds: training draws its margin from 0..this, so any margin works

@@ -53,8 +53,6 @@ from .tokens import TokenLayout, language_code
 from .transcription import PROMPT_RESET_TEMPERATURE, Segment, Transcript, TranscribeOptions, check_language, Stopped
 from . import audio_ctx, word_timing
 
-INPUT_STRIDE = 2  # log-mel frames per encoder position, i.e. per timestamp token (20 ms)
-
 
 def compression_ratio(text: str) -> float:
     """Bytes of `text` over bytes of its zlib compression: > 2.4 marks a repetition loop."""
@@ -501,7 +499,7 @@ class TorchTranscriber:
             if single_timestamp_ending:
                 st.seek += size  # no speech after the last timestamp
             else:  # the last segment is unfinished: redo it from its start in the next window
-                st.seek += (tokens[last - 1] - tb) * INPUT_STRIDE
+                st.seek += (tokens[last - 1] - tb) * audio_ctx.FRAMES_PER_POSITION
         else:
             duration = size / FRAMES_PER_SECOND
             stamps = [t for t in tokens if t >= tb]
