@@ -54,7 +54,7 @@ def _prompt(bundle) -> list[int]:
 
 
 @pytest.mark.parametrize("name", ["tiny.en", "base"])
-def test_converted_package_decodes_like_faster_whisper(name, speech_clips, tiny_en):
+def test_converted_package_decodes_like_faster_whisper(name, speech_clips, tiny_en, tmp_path):
     """Greedy transcripts (with timestamps) of our converted PyTorch model are identical,
     token for token, to CTranslate2 running the package's original files, with faster-whisper's
     own feature extractor feeding both."""
@@ -65,8 +65,7 @@ def test_converted_package_decodes_like_faster_whisper(name, speech_clips, tiny_
     folder, files = offline_package(name)
     if len(files) > 1:  # split packages: CTranslate2 needs the whole file in one folder
         import shutil
-        import tempfile
-        tmp = tempfile.mkdtemp()
+        tmp = tmp_path
         with open(f"{tmp}/model.bin", "wb") as out:
             for f in files:
                 out.write(f.read_bytes())
