@@ -309,3 +309,23 @@ def test_export_cli(tiny_en, tmp_path):
                          capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "nope-model" in bad.stderr
+
+
+def test_a_checkpoint_saved_again_replaces_its_conversion_in_the_cache(tmp_path, monkeypatch):
+    """The CTranslate2 conversion of a checkpoint re-saved in place (best_model.pt after every
+    run) takes the old one's place in the cache; another checkpoint's conversion stays."""
+    import os
+
+    monkeypatch.setenv("WHISPERFT_CACHE", str(tmp_path / "cache"))
+    ckpt, other = tmp_path / "run" / "best_model.pt", tmp_path / "other" / "best_model.pt"
+    for path in (ckpt, other):
+        path.parent.mkdir()
+        saving.save_openai(random_bundle(), path, torch.float32)
+    first, kept = models.ct2_model_dir(str(ckpt)), models.ct2_model_dir(str(other))
+    saving.save_openai(random_bundle(seed=1), ckpt, torch.float32)
+    os.utime(ckpt, ns=(ckpt.stat().st_atime_ns, ckpt.stat().st_mtime_ns + 10**9))
+    second = models.ct2_model_dir(str(ckpt))
+    assert second != first and (second / "model.bin").is_file()
+    assert not first.exists()
+    assert (kept / "model.bin").is_file()
+    assert sorted(p.name for p in (tmp_path / "cache" / "ct2").iterdir()) == sorted([second.name, kept.name])

@@ -313,6 +313,29 @@ def _cache_entry(kind: str, name: str, files: list[Path] | None, spec: str = "")
     return cache_dir() / kind / f"{name}-{key}"
 
 
+_CACHE_SOURCE = "source.txt"
+
+
+def _retire_stale(target: Path, files: list[Path] | None) -> None:
+    """Record which files `target` was converted from, and delete the same kind's conversions of
+    those files as they were before: a checkpoint re-saved in place (best_model.pt after each
+    run) would otherwise leave one stale copy of the model per save in the cache."""
+    if not files:
+        return
+    source = "\n".join(str(f.resolve()) for f in files)
+    try:
+        (target / _CACHE_SOURCE).write_text(source)
+    except OSError:
+        return
+    for other in target.parent.iterdir():
+        if other != target and (other / _CACHE_SOURCE).is_file():
+            try:
+                if (other / _CACHE_SOURCE).read_text() == source:
+                    shutil.rmtree(other, ignore_errors=True)
+            except OSError:
+                pass
+
+
 def _load_converted_cached(name: str, folder: Path, files: list[Path]) -> WhisperBundle:
     """Convert a CTranslate2 model once and keep the Hugging Face folder in the cache."""
     target = _cache_entry("converted", name, files)
@@ -327,6 +350,8 @@ def _load_converted_cached(name: str, folder: Path, files: list[Path]) -> Whispe
         save_hf(bundle, target, dtype=torch.float16 if _is_float16(files[0]) else None)
     except OSError as exc:  # read-only or full cache: still usable, just not cached
         print(f"warning: could not cache the converted model in {target} ({exc})", file=sys.stderr)
+    else:
+        _retire_stale(target, files)
     return bundle
 
 
@@ -385,6 +410,7 @@ def ct2_model_dir(spec: str) -> Path:
     # float16 storage when it loses nothing (weights that were float16 all along), else float32
     exact = all(torch.equal(p.detach().half().float(), p.detach().float()) for p in bundle.model.parameters())
     save_ct2(bundle, target, "float16" if exact else "float32")
+    _retire_stale(target, files)
     return target
 
 
