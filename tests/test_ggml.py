@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import random_bundle
-from whisperft import conversions, ggml
+from whisperft import conversions, ggml, saving
 from whisperft.errors import UserError
 from whisperft.features import mel_filters
 
@@ -129,11 +129,14 @@ def test_matches_openai_whisper_assets(bundles):
         assert ggml.vocab_bytes(bundles[n_mels].tokenizer) == expected, name
 
 
-def test_mel_filters_match_librosa():
-    librosa = pytest.importorskip("librosa")
-    for n in (80, 128):
-        ref = librosa.filters.mel(sr=16000, n_fft=400, n_mels=n)
-        np.testing.assert_allclose(ggml.whisper_mel_filters(n), ref, rtol=3e-7, atol=1e-9)
+def test_mel_filters_match_openai_whisper():
+    """The filters written into the file are openai-whisper's own (its assets/mel_filters.npz,
+    librosa's slaney filters): whisper.cpp computes its log-mel with them."""
+    import whisper
+
+    with np.load(Path(whisper.__file__).parent / "assets" / "mel_filters.npz") as ref:
+        for n in (80, 128):
+            np.testing.assert_allclose(ggml.whisper_mel_filters(n), ref[f"mel_{n}"], rtol=3e-7, atol=1e-9)
 
 
 def test_write_is_atomic_and_validated(bundles, tmp_path, monkeypatch):
@@ -282,3 +285,18 @@ def test_f16_overflow_is_refused_and_file_is_readable(bundles, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("quantization", ["f32", "float16"])
+def test_an_f32_export_says_whisper_cpp_cpu_cannot_run_it(quantization, tmp_path, capsys):
+    """whisper.cpp's CPU convolution takes f16 weights only: an f32 file is written (it is
+    exact) with one line saying so; the default f16 gets no such line."""
+    from whisperft.exporting import ExportOptions, export
+
+    source = tmp_path / "model.pt"
+    saving.save_openai(random_bundle(), source, torch.float32)
+    assert export(ExportOptions(model=str(source), format="ggml", out=str(tmp_path / "m.bin"),
+                                quantization=quantization)) == 0
+    err = capsys.readouterr().err
+    assert (tmp_path / "m.bin").is_file()
+    assert ("whisper.cpp issue #2557" in err) == (quantization == "f32")

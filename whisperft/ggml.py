@@ -34,6 +34,10 @@ from .errors import UserError
 GGML_MAGIC = 0x67676D6C
 N_FFT_BINS = N_FFT // 2 + 1  # frequency bins of the mel filterbank
 FTYPES = {"f32": 0, "f16": 1}
+# whisper.cpp's CPU convolution takes f16 kernels only, and its loader keeps an f32 file's conv
+# weights in f32: such a file loads, then stops at the first encoder pass (whisper.cpp #2557).
+F32_CPU_NOTE = ("note: whisper.cpp's CPU build stops on f32 model files (its convolution takes f16 "
+                "weights only: whisper.cpp issue #2557); the default f16 runs everywhere")
 FTYPE_ALIASES = {"f32": "f32", "float32": "f32", "fp32": "f32",
                  "f16": "f16", "float16": "f16", "fp16": "f16"}
 HPARAM_NAMES = ("n_vocab", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audio_layer",
