@@ -9,7 +9,8 @@ was injected:
 
     offset   seconds added to every cue time (the whole file shifted, as for a video intro)
     rate     cue times multiplied by it (a drift: 1.04 is 25 fps subtitles on 24 fps audio)
-    wrong    1-based indices of cues whose text was replaced by a sentence never said there
+    wrong    1-based indices of cues whose text was replaced by a sentence not said there
+             (by default one said nowhere in the set; `wrong_texts` may give the set's own)
     silence  indices of cues placed over silence (text with no speech under it)
     past_end indices of cues that run past the end of the audio
 
@@ -192,6 +193,15 @@ def _to_srt(cues) -> str:
                         for k, (s, e, t) in enumerate(cues)])
 
 
+def _draw(pool: list[str], replaced: str = "") -> str:
+    """A wrong text from the pool, never the text it replaces (the pool may be the set's own
+    sentences: text from another moment)."""
+    for k in range(len(pool) - 1, -1, -1):
+        if pool[k] != replaced:
+            return pool.pop(k)
+    raise ValueError("the pool of wrong texts ran out")
+
+
 def make_faulty_set(out_dir: str | Path, *, n_files: int = 8, per_file: int = 10,
                     sentences: tuple[str, ...] = SENTENCES, wrong_texts: tuple[str, ...] = WRONG_TEXTS,
                     voices: tuple[str, ...] = VOICES, seed: str = "whisperft-faulty",
@@ -218,16 +228,16 @@ def make_faulty_set(out_dir: str | Path, *, n_files: int = 8, per_file: int = 10
             lead_in = md.LEAD_IN_S + max(0.0, -plan["offset"])
             audio, cues, silence_span = _render(name, voices[i % len(voices)], chosen, Path(tmp), silence_at, lead_in)
             duration = audio.size / md.SAMPLE_RATE
-            faulty = [(s, e, wrong_pool.pop() if (i, k) in wrong_slots else t) for k, (s, e, t) in enumerate(cues)]
+            faulty = [(s, e, _draw(wrong_pool, t) if (i, k) in wrong_slots else t) for k, (s, e, t) in enumerate(cues)]
             wrong = [k + 1 for k in range(per_file) if (i, k) in wrong_slots]
             silence = []
             if silence_span is not None:
-                faulty.insert(silence_at, (*silence_span, wrong_pool.pop()))
+                faulty.insert(silence_at, (*silence_span, _draw(wrong_pool)))
                 wrong = [k + 1 if k > silence_at else k for k in wrong]
                 silence = [silence_at + 1]
             past_end = []
             if plan["past_end"]:
-                faulty.append((duration + 0.5, duration + 3.0, wrong_pool.pop()))
+                faulty.append((duration + 0.5, duration + 3.0, _draw(wrong_pool)))
                 past_end = [len(faulty)]
             timed = [(plan["rate"] * s + plan["offset"], plan["rate"] * e + plan["offset"], t) for s, e, t in faulty]
             for folder, content in (("subtitles", _to_srt(timed)), ("clean", _to_srt(cues))):
