@@ -3,16 +3,20 @@ with the same threads for every system.
 
     python bench/bench_short_audio.py --adapted output/best_model.pt [--base tiny.en]
                                       [--clips DIR] [--count 60] [--threads 2] [--beam-size 1]
+                                      [--repeat N] [--no-fallback] [--only SYSTEM,...]
 
 --adapted is a model trained with run_finetuning.py --dynamic-audio-ctx from --base (README,
-"Short audio, fast"). Without --clips, 1-10 s clips are synthesised (demo/make_short_clips.py, test
-split: sentences and voices the training split does not use). Each system transcribes every
-clip one after another (model loading left out, one warm-up clip first; with --repeat N, the
-fastest of N passes); wall seconds and this process's CPU seconds are printed beside WER against the clips' SRT text, and each system's time
-as a ratio to faster-whisper int8 on the original model. whisper.cpp (pywhispercpp) runs the
-ggml export with and without `audio_ctx` where pywhispercpp is installed; its texts are
-compared with our decoder's on the same context, and on the original model at full context (how
-far whisper.cpp's own log-mel and decoding rules take it from faster-whisper's with no cut).
+"Short audio, fast"). Without --clips, 1-10 s clips are synthesised (demo/make_short_clips.py,
+test split: sentences and voices the training split does not use). Each system transcribes
+every clip one after another (model loading left out, one warm-up clip first; with --repeat N,
+the fastest of N passes); wall seconds and this process's CPU seconds are printed beside WER
+against the clips' SRT text, and each system's time as a ratio to faster-whisper int8 on the
+original model. Every system decodes with the same temperature fallback (0, 0.2, ... 1, each
+one's default), or none with --no-fallback. whisper.cpp (pywhispercpp) runs the ggml export with
+and without `audio_ctx` where pywhispercpp is installed; its texts are compared with our
+decoder's on the same context, and on the original model at full context (how far
+whisper.cpp's own log-mel and decoding rules take it from faster-whisper's with no cut). Texts
+are only comparable with --no-fallback: a fallback samples.
 """
 
 from __future__ import annotations
@@ -51,7 +55,14 @@ def normalise(text: str) -> str:
     return get_normalizer("auto", "en")(text)
 
 
-def faster_whisper(model: str, compute_type: str, beam: int, threads: int):
+def temperatures(step: float) -> tuple[float, ...]:
+    """The fallback temperatures every system decodes with: 0, step, ... 1 (just 0 when step is 0)."""
+    from whisperft.transcription import TranscribeOptions
+
+    return TranscribeOptions(temperature_increment=step).temperatures
+
+
+def faster_whisper(model: str, compute_type: str, beam: int, threads: int, step: float):
     def load():
         from faster_whisper import WhisperModel
 
@@ -60,13 +71,13 @@ def faster_whisper(model: str, compute_type: str, beam: int, threads: int):
         m = WhisperModel(str(ct2_model_dir(model)), device="cpu", compute_type=compute_type, cpu_threads=threads)
 
         def run(audio):
-            segments, _ = m.transcribe(audio, beam_size=beam, language="en")
+            segments, _ = m.transcribe(audio, beam_size=beam, language="en", temperature=temperatures(step))
             return " ".join(s.text.strip() for s in segments)
         return run
     return load
 
 
-def ours(model: str, beam: int, threads: int, backend: str, audio_ctx: str | None = None,
+def ours(model: str, beam: int, threads: int, backend: str, step: float, audio_ctx: str | None = None,
          compute_type: str = "auto", force: bool = False):
     def load():
         from whisperft.transcribe import load_transcriber
@@ -74,7 +85,8 @@ def ours(model: str, beam: int, threads: int, backend: str, audio_ctx: str | Non
 
         runner = load_transcriber(TranscribeOptions(model=model, beam_size=beam, batch_size=1, backend=backend,
                                                     device="cpu", threads=threads, audio_ctx=audio_ctx,
-                                                    compute_type=compute_type, force=force))
+                                                    compute_type=compute_type, force=force,
+                                                    temperature_increment=step))
 
         def run(audio):
             ((_, result),) = list(runner.run([(0, audio)]))
@@ -83,7 +95,7 @@ def ours(model: str, beam: int, threads: int, backend: str, audio_ctx: str | Non
     return load
 
 
-def whisper_cpp(model: str, threads: int, cut: bool, workdir: Path):
+def whisper_cpp(model: str, threads: int, cut: bool, workdir: Path, step: float):
     def load():
         from pywhispercpp.model import Model
 
@@ -93,7 +105,7 @@ def whisper_cpp(model: str, threads: int, cut: bool, workdir: Path):
 
         path = save_ggml(load_model(model), workdir / f"ggml-{abs(hash(model))}.bin", "f16")
         m = Model(str(path), n_threads=threads, redirect_whispercpp_logs_to=None, print_progress=False,
-                  language="en", temperature_inc=0.0, suppress_nst=True)
+                  language="en", temperature_inc=step, suppress_nst=True)
 
         def run(audio):
             n = audio_ctx.positions_for(len(audio) / SAMPLE_RATE) if cut else 0
@@ -126,12 +138,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--beam-size", type=int, default=1)
     parser.add_argument("--only", help="comma-separated system names")
+    parser.add_argument("--no-fallback", action="store_true",
+                        help="decode at temperature 0 only (every system): the texts then depend on nothing random")
     parser.add_argument("--repeat", type=int, default=1, help="passes per system; the fastest is timed")
     args = parser.parse_args()
 
     import torch
 
     from whisperft.audio import SAMPLE_RATE, load_audio
+    from whisperft.transcription import TEMPERATURE_INCREMENT
 
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="whisperft-bench-short-"))
@@ -145,25 +160,25 @@ def main() -> None:
     refs = references(folder)
     audios = {p: load_audio(p) for p in refs}
     seconds = [len(a) / SAMPLE_RATE for a in audios.values()]
-    b, t = args.beam_size, args.threads
+    b, t, f = args.beam_size, args.threads, 0.0 if args.no_fallback else TEMPERATURE_INCREMENT
     systems = {
-        "fw-int8 (base)": faster_whisper(args.base, "int8", b, t),
-        "fw-f32 (base)": faster_whisper(args.base, "float32", b, t),
-        "ours default (base)": ours(args.base, b, t, "auto"),
-        "ours cut unadapted (base)": ours(args.base, b, t, "auto", "auto", force=True),
-        "ours full (adapted)": ours(args.adapted, b, t, "auto", "full"),
-        "ours cut (adapted)": ours(args.adapted, b, t, "auto"),
-        "ours cut int8 (adapted)": ours(args.adapted, b, t, "auto", compute_type="int8"),
-        "ours cut torch (adapted)": ours(args.adapted, b, t, "torch"),
-        "whisper.cpp full (adapted)": whisper_cpp(args.adapted, t, False, work),
-        "whisper.cpp cut (adapted)": whisper_cpp(args.adapted, t, True, work),
-        "whisper.cpp cut (base)": whisper_cpp(args.base, t, True, work),
-        "whisper.cpp full (base)": whisper_cpp(args.base, t, False, work),
+        "fw-int8 (base)": faster_whisper(args.base, "int8", b, t, f),
+        "fw-f32 (base)": faster_whisper(args.base, "float32", b, t, f),
+        "ours default (base)": ours(args.base, b, t, "auto", f),
+        "ours cut unadapted (base)": ours(args.base, b, t, "auto", f, "auto", force=True),
+        "ours full (adapted)": ours(args.adapted, b, t, "auto", f, "full"),
+        "ours cut (adapted)": ours(args.adapted, b, t, "auto", f),
+        "ours cut int8 (adapted)": ours(args.adapted, b, t, "auto", f, compute_type="int8"),
+        "ours cut torch (adapted)": ours(args.adapted, b, t, "torch", f),
+        "whisper.cpp full (adapted)": whisper_cpp(args.adapted, t, False, work, f),
+        "whisper.cpp cut (adapted)": whisper_cpp(args.adapted, t, True, work, f),
+        "whisper.cpp cut (base)": whisper_cpp(args.base, t, True, work, f),
+        "whisper.cpp full (base)": whisper_cpp(args.base, t, False, work, f),
     }
     wanted = set(args.only.split(",")) if args.only else set(systems)
     print(f"{len(audios)} clips, {min(seconds):.1f}-{max(seconds):.1f} s (mean {sum(seconds) / len(seconds):.1f} s, "
           f"{sum(seconds):.0f} s in all); base {args.base}, adapted {args.adapted}; beam {b}, threads {t}, "
-          f"fastest of {args.repeat} pass(es)")
+          f"temperatures {temperatures(f)}, fastest of {args.repeat} pass(es)")
     results = {}
     print(f"{'system':30s} {'wall s':>7s} {'cpu s':>7s} {'x real':>7s} {'vs fw-int8':>10s} {'WER':>7s}")
     for name, load in systems.items():
