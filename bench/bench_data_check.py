@@ -110,7 +110,10 @@ def _score(model: str, test_audio: Path, refs: Path, out: Path) -> dict:
     from whisperft.transcription import TranscribeOptions
 
     transcribe_dir(TranscribeOptions(audio_dir=str(test_audio), save_dir=str(out), model=model,
-                                     language="en", beam_size=1, overwrite=True))
+                                     language="en", beam_size=1, overwrite=True,
+                                     # no fallback: a fallback samples, and the same model would
+                                     # score differently from run to run
+                                     temperature_increment=0.0))
     evaluate(EvaluateOptions(recognized_dir=str(out), transcript_dir=str(refs), metric="WER",
                              json=str(out / "evaluation.json")))
     summary = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))["runs"]["after"]["summary"]
