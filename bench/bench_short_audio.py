@@ -59,7 +59,7 @@ def temperatures(step: float) -> tuple[float, ...]:
     """The fallback temperatures every system decodes with: 0, step, ... 1 (just 0 when step is 0)."""
     from whisperft.transcription import TranscribeOptions
 
-    return TranscribeOptions(temperature_increment=step).temperatures
+    return TranscribeOptions(temperature_increment=step).temperatures()
 
 
 def faster_whisper(model: str, compute_type: str, beam: int, threads: int, step: float):
