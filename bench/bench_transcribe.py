@@ -250,7 +250,7 @@ def tables(args) -> list[tuple[str, dict]]:
         (f"torch backend: own long-form loop vs transformers' generate (batch {n})", {
             "own loop, beam 1": ours(m, 1, n, th, backend="torch"),
             "transformers generate, beam 1": hf_longform(m, 1, n),
-            **({"ours --backend torch": None} if b == 5 else {f"own loop, beam 5": ours(m, 5, n, th, backend="torch")}),
+            **({"ours --backend torch": None} if b == 5 else {"own loop, beam 5": ours(m, 5, n, th, backend="torch")}),
             "transformers generate, beam 5": hf_longform(m, 5, n),
         }),
     ]
