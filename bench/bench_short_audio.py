@@ -190,8 +190,9 @@ def main() -> None:
             print(f"{name:30s} skipped: {exc}")
             continue
         results[name] = (texts, wall)
-        ref_wall = results.get("fw-int8 (base)", (None, wall))[1]
-        print(f"{name:30s} {wall:7.1f} {cpu:7.1f} {sum(seconds) / wall:7.1f} {wall / ref_wall:9.2f}x "
+        ref = results.get("fw-int8 (base)")
+        ratio = f"{wall / ref[1]:9.2f}x" if ref else f"{'-':>10s}"  # no fw-int8 row in this run
+        print(f"{name:30s} {wall:7.1f} {cpu:7.1f} {sum(seconds) / wall:7.1f} {ratio} "
               f"{corpus_wer(refs, texts):7.2%}", flush=True)
     # The last pair is the yardstick: how often whisper.cpp and our decoder (token for token
     # faster-whisper's) agree on the original model, with no cut context involved.
