@@ -398,3 +398,16 @@ def test_auto_backend_leaves_to_torch_what_ct2_cannot_do():
     assert tr._ct2_unfit(opts, "cpu") is None
     assert "mps" in tr._ct2_unfit(opts, "mps")  # Apple GPU
     assert "bfloat16" in tr._ct2_unfit(TranscribeOptions(compute_type="bfloat16"), "cpu")
+
+
+def test_files_are_decoded_largest_first_and_a_missing_one_last(tmp_path):
+    """The folder's order: largest file first, by path or by an item's path; an unreadable one
+    sorts last (it is reported when read)."""
+    sizes = {"a.wav": 10, "b.wav": 300, "c.wav": 40}
+    for name, size in sizes.items():
+        (tmp_path / name).write_bytes(b"x" * size)
+    paths = [tmp_path / n for n in ("a.wav", "missing.wav", "b.wav", "c.wav")]
+    assert [p.name for p in tr.longest_first(paths)] == ["b.wav", "c.wav", "a.wav", "missing.wav"]
+    jobs = [{"audio": p} for p in paths]
+    assert [j["audio"].name for j in tr.longest_first(jobs, path=lambda j: j["audio"])] == \
+        ["b.wav", "c.wav", "a.wav", "missing.wav"]

@@ -13,7 +13,7 @@ import torch
 from .errors import UserError
 from .audio import TIME_PRECISION
 from .audio_ctx import MARGIN, MIN_POSITIONS, is_marked, positions_for
-from .ggml import F32_CPU_NOTE, FTYPE_ALIASES, save_ggml
+from .ggml import F32_CPU_NOTE, ftype_name, save_ggml
 from .model_card import EVALUATION_FILE, WHISPER_LICENSE, build_card, read_run_facts
 from .models import load_model
 from .options import opt
@@ -55,7 +55,7 @@ def export(opts: ExportOptions) -> int:
         save_openai(bundle, opts.out, dtype)
     elif opts.format == "ggml":
         save_ggml(bundle, opts.out, opts.quantization)
-        if FTYPE_ALIASES.get(str(opts.quantization).lower()) == "f32":
+        if ftype_name(opts.quantization) == "f32":
             print(F32_CPU_NOTE, file=sys.stderr)
     else:
         save_ct2(bundle, opts.out, opts.quantization, card=card)

@@ -185,15 +185,21 @@ def ggml_tensors(bundle, ftype: str = "f16"):
 # Writer
 
 
+def ftype_name(ftype: str) -> str:
+    """"f16" or "f32" for any of their spellings (float16, fp32, ...); a clear error otherwise."""
+    key = FTYPE_ALIASES.get(str(ftype).lower())
+    if key is None:
+        raise UserError(f"ggml export: unknown type {ftype!r}; choose f16 or f32")
+    return key
+
+
 def save_ggml(bundle, path: str | Path, ftype: str = "f16") -> Path:
     """Write `bundle` (a `WhisperBundle`) as a whisper.cpp model file at `path`.
 
     ftype: "f16" (whisper.cpp's default; small tensors stay f32) or "f32" (aliases: float16,
     float32). Written to a temporary file beside `path`, then renamed over it. Returns `path`.
     """
-    ftype_key = FTYPE_ALIASES.get(str(ftype).lower())
-    if ftype_key is None:
-        raise UserError(f"ggml export: unknown type {ftype!r}; choose f16 or f32")
+    ftype_key = ftype_name(ftype)
     model = bundle.model
     cfg = model.config
     dims = openai_dims(cfg)

@@ -197,8 +197,7 @@ def _plan(opts: TranscribeOptions) -> tuple[list[_Job], list[_Job], list[str]]:
         claimed[key] = f
         job = _Job(f, [stem.with_name(f"{stem.name}.{fmt}") for fmt in formats])
         (done if not opts.overwrite and all(p.is_file() for p in job.outputs) else todo).append(job)
-    order = {path: i for i, path in enumerate(longest_first([job.audio for job in todo]))}
-    return sorted(todo, key=lambda job: order[job.audio]), done, problems
+    return longest_first(todo, path=lambda job: job.audio), done, problems
 
 
 def files_at_once(opts: TranscribeOptions, n_files: int) -> int:
@@ -210,16 +209,17 @@ def files_at_once(opts: TranscribeOptions, n_files: int) -> int:
     return opts.batch_size if opts.batched else max(1, min(opts.batch_size, n_files // 2))
 
 
-def longest_first(paths: list[Path]) -> list[Path]:
-    """The order files are decoded in: largest first (size stands for length). Several files
-    are decoded at once, and a long file started last would run on alone at the end, its
-    share of the cores idle; started first, the short ones fill in around it."""
-    def size(path: Path) -> int:
+def longest_first(items: list, path=lambda item: item) -> list:
+    """The order files are decoded in: largest first (size stands for length; `path` gives an
+    item's file). Several files are decoded at once, and a long file started last would run on
+    alone at the end, its share of the cores idle; started first, the short ones fill in
+    around it."""
+    def size(item) -> int:
         try:
-            return path.stat().st_size
+            return path(item).stat().st_size
         except OSError:  # reported when it is read
             return 0
-    return sorted(paths, key=size, reverse=True)
+    return sorted(items, key=size, reverse=True)
 
 
 def _load_samples(path: Path, stop: threading.Event) -> np.ndarray:
