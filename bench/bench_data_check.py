@@ -116,10 +116,14 @@ def _score(model: str, test_audio: Path, refs: Path, out: Path) -> dict:
                                      temperature_increment=0.0))
     evaluate(EvaluateOptions(recognized_dir=str(out), transcript_dir=str(refs), metric="WER",
                              json=str(out / "evaluation.json")))
-    summary = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))["runs"]["after"]["summary"]
-    start = summary.get("start_error") or {}
+    after = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))["runs"]["after"]
+    summary, start = after["summary"], after["summary"].get("start_error") or {}
+    # the mean as well: the p90 of ~30 segments is the third-worst one, so it jumps when one
+    # segment (a recording's first, whose speech starts at 0.5 s) comes out early or not
+    errors = [abs(e) for f in after["files"] for e in f.get("start_errors") or []]
     return {"wer": summary["wer_weighted"], "insertions": summary["insertions"],
-            "start_median": start.get("median"), "start_p90": start.get("p90")}
+            "start_median": start.get("median"), "start_p90": start.get("p90"),
+            "start_mean": sum(errors) / len(errors) if errors else None, "segments": len(errors)}
 
 
 def _versions(max_cue_cers: list[float]) -> dict[str, tuple[str, dict]]:
@@ -188,15 +192,16 @@ def train_rows(r: dict) -> list[str]:
         return f"{mean:{fmt}} ({'/'.join(f'{v:{fmt}}' for v in values)})"
 
     lines = [f"{'training subtitles':<34}{'windows':>8} {'muted':>5}  test WER % mean (per seed)  |  "
-             "inserted words  |  start error median s  |  start error p90 s"]
+             "inserted words  |  start error median s  |  start error p90 s  |  start error mean s"]
     o = r["original"]
     lines.append(f"{'original tiny.en':<34}{'-':>8} {'-':>5}  {100 * o['wer']:.2f}  |  {o['insertions']}  |  "
-                 f"{o['start_median']:.3f}  |  {o['start_p90']:.3f}")
+                 f"{o['start_median']:.3f}  |  {o['start_p90']:.3f}  |  {o['start_mean']:.3f}")
     for version in r["versions"].values():
         runs = list(version["runs"].values())
         lines.append(f"{version['label']:<34}{version['windows']:>8} {version['muted_spans']:>5}  "
                      f"{cell(runs, 'wer', 100, '.2f')}  |  {cell(runs, 'insertions', 1, '.1f')}  |  "
-                     f"{cell(runs, 'start_median', 1, '.3f')}  |  {cell(runs, 'start_p90', 1, '.3f')}")
+                     f"{cell(runs, 'start_median', 1, '.3f')}  |  {cell(runs, 'start_p90', 1, '.3f')}  |  "
+                     f"{cell(runs, 'start_mean', 1, '.3f')}")
     return lines
 
 
@@ -207,9 +212,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--seeds", default="42,1,2,3", help="fine-tuning seeds, the same for every version")
     parser.add_argument("--out", default=None)
-    # tiny.en mangles the drug names of the demo's dictation: its correct cues reach CER 0.6
-    # there, wrong ones 0.86 and more (see the check page); 0.5 is create_data.py's suggestion
-    parser.add_argument("--max-cue-cers", default="0.5,0.75")
+    # tiny.en mangles the drug names of the demo's dictation: its correct cues reach CER 0.66
+    # there, wrong ones 0.75 and more (see the check page); 0.6 is check-data's default
+    parser.add_argument("--max-cue-cers", default="0.6,0.7")
     parser.add_argument("--versions", default=None,
                         help="comma-separated subset of asis,fix,cerC...,clean (default: all)")
     parser.add_argument("--wrong-texts", choices=("elsewhere", "unrelated"), default="elsewhere",

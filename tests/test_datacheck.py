@@ -94,6 +94,18 @@ def test_cue_agreement_scores_each_cue_on_the_words_aligned_to_it():
     assert cue_agreement(["", "hello there"], [(0, 1), (1, 2)], [])[1][0] == 1.0
 
 
+def test_a_word_heard_far_from_a_cue_does_not_count_as_said_there():
+    """The text alignment alone pairs the first cue's "milligrams daily" with the same words
+    heard ten seconds later; by time they belong to the second cue, so the first cue (whose
+    audio held other words) is judged on what was heard under it."""
+    texts = ["metoprolol twenty five milligrams daily", "aspirin eighty one milligrams daily"]
+    spans = [(0.0, 3.0), (10.0, 13.0)]
+    heard = [_Seg(0.0, 3.0, "The weather is nice."), _Seg(10.0, 13.0, "Milligrams daily, aspirin eighty one.")]
+    (_, c1, h1), (_, _, h2) = cue_agreement(texts, spans, heard)
+    assert "milligrams" not in h1 and "milligrams daily" in h2
+    assert c1 > 0.7, c1
+
+
 # --- repairs and windows (pure) -------------------------------------------------------------
 
 def test_left_out_cues_cost_their_text_and_audio_only():
@@ -175,6 +187,8 @@ def test_check_data_finds_the_injected_faults(faulty_set, findings):
         wrong_total += len(injected["wrong"])
         for i in injected["silence"]:
             assert "no speech" in cues[i]["problems"], (name, i)
+            # words spilling into its span belong to the speech beside it: none is judged here
+            assert cues[i]["cer"] == 1.0 and cues[i]["heard"] == "", (name, cues[i])
         for i in injected["past_end"]:
             assert "past the end" in cues[i]["problems"], (name, i)
         if not any(injected[k] for k in ("wrong", "silence", "past_end")) and injected["offset"] == 0 \

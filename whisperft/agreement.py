@@ -11,8 +11,19 @@ from .quality import HasTiming, timed_units, units
 from .tokens import NO_SPACE_LANGUAGES
 
 
+# A recognised word paired with a cue's word by the text alignment is taken as heard there only
+# when its time is within this many seconds of the cue's (corrected) span; farther, the pairing
+# is the alignment's chance match (a "milligrams daily" from the next cue) and the word goes to
+# the cue nearest in time. Word times are spread over their segment, so this is loose.
+ALIGN_SLACK = 1.0
+
+
 def _distance(t: float, span: tuple[float, float]) -> float:
     return max(span[0] - t, t - span[1], 0.0)
+
+
+def _nearest(t: float, spans: Sequence[tuple[float, float]], among: Sequence[int]) -> int:
+    return min(among, key=lambda k: _distance(t, spans[k]))
 
 
 def cue_agreement(texts: Sequence[str], spans: Sequence[tuple[float, float]],
@@ -38,22 +49,32 @@ def cue_agreement(texts: Sequence[str], spans: Sequence[tuple[float, float]],
     else:
         chunks = []
         errors = [sum(1 for o in owner if o == k) for k in range(len(texts))]
+    every = sorted(set(owner))  # a cue without words (empty, or over silence) takes none
     for chunk in chunks:
         if chunk.type == "insert":
             before = owner[chunk.ref_start_idx - 1] if chunk.ref_start_idx > 0 else None
             after = owner[chunk.ref_start_idx] if chunk.ref_start_idx < len(owner) else None
             for j in range(chunk.hyp_start_idx, chunk.hyp_end_idx):
-                options = [k for k in (before, after) if k is not None]
-                k = min(options, key=lambda c: _distance(hyp_time[j], spans[c]))
+                near = _nearest(hyp_time[j], spans, [k for k in (before, after) if k is not None])
+                k = near if _distance(hyp_time[j], spans[near]) <= ALIGN_SLACK else _nearest(hyp_time[j], spans, every)
                 errors[k] += 1
                 heard[k].append((j, hyp[j]))
             continue
-        for r in range(chunk.ref_start_idx, chunk.ref_end_idx):
-            errors[owner[r]] += chunk.type != "equal"
-        if chunk.type in ("equal", "substitute"):
-            for r, j in zip(range(chunk.ref_start_idx, chunk.ref_end_idx),
-                            range(chunk.hyp_start_idx, chunk.hyp_end_idx)):
-                heard[owner[r]].append((j, hyp[j]))
+        if chunk.type == "delete":
+            for r in range(chunk.ref_start_idx, chunk.ref_end_idx):
+                errors[owner[r]] += 1
+            continue
+        for r, j in zip(range(chunk.ref_start_idx, chunk.ref_end_idx),
+                        range(chunk.hyp_start_idx, chunk.hyp_end_idx)):
+            k = owner[r]
+            if _distance(hyp_time[j], spans[k]) <= ALIGN_SLACK:
+                errors[k] += chunk.type != "equal"
+                heard[k].append((j, hyp[j]))
+            else:  # a match far from the cue in time: its word was not said, the heard one belongs elsewhere
+                errors[k] += 1
+                elsewhere = _nearest(hyp_time[j], spans, every)
+                errors[elsewhere] += 1
+                heard[elsewhere].append((j, hyp[j]))
     joiner = "" if language in NO_SPACE_LANGUAGES else " "
     out: list[tuple[float, float, str] | None] = []
     for k, text in enumerate(texts):

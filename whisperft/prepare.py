@@ -108,7 +108,7 @@ class PrepareOptions:
     max_cue_wer: float | None = opt(None, "leave out cues whose text disagrees with what --check-model "
                                           "hears by more than this WER (e.g. 0.5): their text is dropped "
                                           "and their audio silenced, the windows stay as they were")
-    max_cue_cer: float | None = opt(None, "the same by character error rate (e.g. 0.5; kinder to a "
+    max_cue_cer: float | None = opt(None, "the same by character error rate (e.g. 0.6; kinder to a "
                                           "model's misheard words than WER)")
     check_model: str | None = opt(None, "model that listens for --check/--max-cue-wer/--max-cue-cer: the one "
                                          "you will fine-tune (default tiny.en for English, base otherwise)")
