@@ -26,6 +26,11 @@ def _nearest(t: float, spans: Sequence[tuple[float, float]], among: Sequence[int
     return min(among, key=lambda k: _distance(t, spans[k]))
 
 
+def _home(t: float, k: int, spans: Sequence[tuple[float, float]], every: Sequence[int]) -> int:
+    """Cue `k` when a word heard at `t` is within ALIGN_SLACK of it, else the cue nearest in time."""
+    return k if _distance(t, spans[k]) <= ALIGN_SLACK else _nearest(t, spans, every)
+
+
 def cue_agreement(texts: Sequence[str], spans: Sequence[tuple[float, float]],
                   segments: Sequence[HasTiming], language: str = "en"
                   ) -> list[tuple[float, float, str] | None]:
@@ -56,7 +61,7 @@ def cue_agreement(texts: Sequence[str], spans: Sequence[tuple[float, float]],
             after = owner[chunk.ref_start_idx] if chunk.ref_start_idx < len(owner) else None
             for j in range(chunk.hyp_start_idx, chunk.hyp_end_idx):
                 near = _nearest(hyp_time[j], spans, [k for k in (before, after) if k is not None])
-                k = near if _distance(hyp_time[j], spans[near]) <= ALIGN_SLACK else _nearest(hyp_time[j], spans, every)
+                k = _home(hyp_time[j], near, spans, every)
                 errors[k] += 1
                 heard[k].append((j, hyp[j]))
             continue
@@ -66,15 +71,13 @@ def cue_agreement(texts: Sequence[str], spans: Sequence[tuple[float, float]],
             continue
         for r, j in zip(range(chunk.ref_start_idx, chunk.ref_end_idx),
                         range(chunk.hyp_start_idx, chunk.hyp_end_idx)):
-            k = owner[r]
-            if _distance(hyp_time[j], spans[k]) <= ALIGN_SLACK:
+            k, home = owner[r], _home(hyp_time[j], owner[r], spans, every)
+            if home == k:
                 errors[k] += chunk.type != "equal"
-                heard[k].append((j, hyp[j]))
             else:  # a match far from the cue in time: its word was not said, the heard one belongs elsewhere
                 errors[k] += 1
-                elsewhere = _nearest(hyp_time[j], spans, every)
-                errors[elsewhere] += 1
-                heard[elsewhere].append((j, hyp[j]))
+                errors[home] += 1
+            heard[home].append((j, hyp[j]))
     joiner = "" if language in NO_SPACE_LANGUAGES else " "
     out: list[tuple[float, float, str] | None] = []
     for k, text in enumerate(texts):

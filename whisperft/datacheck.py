@@ -180,8 +180,7 @@ def _agreement(check: FileCheck, segments, language: str, max_cue_cer: float) ->
     # A cue over silence takes no recognised words: any the model wrote in its span spilled
     # over from the speech beside it, and judging them there would blame that speech's cue.
     # Its own words are all missing, so it scores 100%.
-    silent = [EMPTY in c.problems or NO_SPEECH in c.problems for c in check.cues]
-    texts = ["" if quiet else c.text for c, quiet in zip(check.cues, silent)]
+    texts = ["" if EMPTY in c.problems or NO_SPEECH in c.problems else c.text for c in check.cues]
     spans = [(check.fix(c.start), check.fix(c.end)) for c in check.cues]
     for cue, found in zip(check.cues, cue_agreement(texts, spans, segments, language)):
         if found is None:
