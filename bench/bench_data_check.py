@@ -15,11 +15,14 @@ train: the demo's dictation with faults injected into the training subtitles (sh
        silenced (windows.py), so every version has the windows of the set as is (printed).
        A wrong-text cue holds a sentence said at another moment of the set (--wrong-texts
        elsewhere) or everyday English said nowhere in it (unrelated).
-       Every model transcribes the demo's clean dev and test recordings; WER, inserted words and
-       segment start error against the reference cues come from the evaluation tools
-       (calculate_metric.py). One row per version: the mean over the seeds and each seed's
-       number. Runs go seed by seed, so an interrupted bench still compares like with like;
-       each finished run is printed at once and kept in OUT/train_results.json.
+       Every model transcribes the demo's clean dev and test recordings, as generated and with a
+       pause of --test-pause-s seconds after every third sentence (dictation pauses to think; a
+       model taught text over silence writes text into them). WER, inserted words and segment
+       start error against the reference cues, and the words written on 40 s of non-speech
+       probes, come from the evaluation tools (calculate_metric.py, --probes). One row per
+       version: the mean over the seeds and each seed's number. Runs go seed by seed, so an
+       interrupted bench still compares like with like; each finished run is printed at once
+       and kept in OUT/train_results.json.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -104,7 +109,38 @@ def _fine_tune(train_json: Path, save_dir: Path, steps: int, seed: int) -> Path:
     return save_dir / "last_model.pt"
 
 
-def _score(model: str, test_audio: Path, refs: Path, out: Path) -> dict:
+PAUSE_EVERY = 3  # sentences between two long pauses of the paused test set
+
+
+def paused_copy(wav: Path, srt_path: Path, audio_dir: Path, refs_dir: Path, pause_s: float) -> None:
+    """The recording with `pause_s` of silence added in the gap after every PAUSE_EVERY-th cue,
+    and its reference cues moved to match."""
+    from datetime import timedelta
+
+    import srt
+
+    from whisperft.audio import SAMPLE_RATE, load_audio
+
+    md = demo_module()
+    audio = load_audio(wav)
+    cues = list(srt.parse(srt_path.read_text(encoding="utf-8")))
+    pieces, moved, cursor, shift = [], [], 0, 0.0
+    for k, cue in enumerate(cues):
+        moved.append(srt.Subtitle(k + 1, cue.start + timedelta(seconds=shift),
+                                  cue.end + timedelta(seconds=shift), cue.content))
+        if (k + 1) % PAUSE_EVERY or k + 1 == len(cues):
+            continue
+        cut = round((cue.end.total_seconds() + cues[k + 1].start.total_seconds()) / 2 * SAMPLE_RATE)
+        pieces += [audio[cursor:cut], np.zeros(round(pause_s * SAMPLE_RATE), np.float32)]
+        cursor, shift = cut, shift + pause_s
+    pieces.append(audio[cursor:])
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    refs_dir.mkdir(parents=True, exist_ok=True)
+    (audio_dir / wav.name).write_bytes(md.wav_bytes(np.concatenate(pieces)))
+    (refs_dir / srt_path.name).write_text(srt.compose(moved), encoding="utf-8")
+
+
+def _score(model: str, test_audio: Path, refs: Path, out: Path, probes: bool = False) -> dict:
     from whisperft.metrics import EvaluateOptions, evaluate
     from whisperft.transcribe import transcribe_dir
     from whisperft.transcription import TranscribeOptions
@@ -115,13 +151,14 @@ def _score(model: str, test_audio: Path, refs: Path, out: Path) -> dict:
                                      # score differently from run to run
                                      temperature_increment=0.0))
     evaluate(EvaluateOptions(recognized_dir=str(out), transcript_dir=str(refs), metric="WER",
-                             json=str(out / "evaluation.json")))
+                             json=str(out / "evaluation.json"), probes=model if probes else None))
     after = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))["runs"]["after"]
     summary, start = after["summary"], after["summary"].get("start_error") or {}
     # the mean as well: the p90 of ~30 segments is the third-worst one, so it jumps when one
     # segment (a recording's first, whose speech starts at 0.5 s) comes out early or not
     errors = [abs(e) for f in after["files"] for e in f.get("start_errors") or []]
     return {"wer": summary["wer_weighted"], "insertions": summary["insertions"],
+            "probe_words": summary.get("probe_words"),
             "start_median": start.get("median"), "start_p90": start.get("p90"),
             "start_mean": sum(errors) / len(errors) if errors else None, "segments": len(errors)}
 
@@ -136,7 +173,7 @@ def _versions(max_cue_cers: list[float]) -> dict[str, tuple[str, dict]]:
 
 
 def bench_train(root: Path, steps: int, seeds: list[int], max_cue_cers: list[float],
-                wrong: str = "elsewhere", only: list[str] | None = None) -> dict:
+                wrong: str = "elsewhere", only: list[str] | None = None, test_pause_s: float = 4.0) -> dict:
     from whisperft.manifest import read_manifest
 
     md = demo_module()
@@ -149,6 +186,8 @@ def bench_train(root: Path, steps: int, seeds: list[int], max_cue_cers: list[flo
                 folder.mkdir(parents=True, exist_ok=True)
                 if not (folder / path.name).exists():
                     (folder / path.name).symlink_to(path)
+            paused_copy(Path(wav), Path(srt_path), root / "paused_test" / "audio",
+                        root / "paused_test" / "transcripts", test_pause_s)
     voices = tuple(v for v in md.RECORDING_VOICES["train"])
     faulty = faulty_module()
     # "elsewhere": a wrong cue holds a sentence said at another moment of the set (what a
@@ -174,34 +213,47 @@ def bench_train(root: Path, steps: int, seeds: list[int], max_cue_cers: list[flo
         records = read_manifest(root / f"{name}.json")
         results["versions"][name] = {"label": label, "windows": len(records),
                                      "muted_spans": sum(len(r.muted or []) for r in records), "runs": {}}
-    results["original"] = _score(MODEL, test_audio, test_refs, root / "t_original")
+    paused = root / "paused_test"
+
+    def score(model: str, name: str) -> dict:
+        return {**_score(model, test_audio, test_refs, root / f"t_{name}", probes=True),
+                "paused": _score(model, paused / "audio", paused / "transcripts", root / f"p_{name}")}
+
+    results["original"] = score(MODEL, "original")
     for seed in seeds:
         for name, version in results["versions"].items():
             model = _fine_tune(root / f"{name}.json", root / f"model_{name}_{seed}", steps, seed)
-            version["runs"][str(seed)] = _score(str(model), test_audio, test_refs, root / f"t_{name}_{seed}")
+            version["runs"][str(seed)] = score(str(model), f"{name}_{seed}")
             print(f"RUN {name} seed {seed}: {json.dumps(version['runs'][str(seed)])}", flush=True)
             (root / "train_results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     return results
 
 
 def train_rows(r: dict) -> list[str]:
-    """The table: per version the mean over the seeds, then each seed's number."""
+    """The tables, dense test then paused: per version the mean over the seeds, then each
+    seed's number."""
     def cell(runs: list[dict], key: str, scale: float, fmt: str) -> str:
-        values = [scale * run[key] for run in runs]
+        values = [scale * run[key] for run in runs if run.get(key) is not None]
         mean = sum(values) / len(values) if values else float("nan")
         return f"{mean:{fmt}} ({'/'.join(f'{v:{fmt}}' for v in values)})"
 
-    lines = [f"{'training subtitles':<34}{'windows':>8} {'muted':>5}  test WER % mean (per seed)  |  "
-             "inserted words  |  start error median s  |  start error p90 s  |  start error mean s"]
-    o = r["original"]
-    lines.append(f"{'original tiny.en':<34}{'-':>8} {'-':>5}  {100 * o['wer']:.2f}  |  {o['insertions']}  |  "
-                 f"{o['start_median']:.3f}  |  {o['start_p90']:.3f}  |  {o['start_mean']:.3f}")
-    for version in r["versions"].values():
-        runs = list(version["runs"].values())
-        lines.append(f"{version['label']:<34}{version['windows']:>8} {version['muted_spans']:>5}  "
-                     f"{cell(runs, 'wer', 100, '.2f')}  |  {cell(runs, 'insertions', 1, '.1f')}  |  "
-                     f"{cell(runs, 'start_median', 1, '.3f')}  |  {cell(runs, 'start_p90', 1, '.3f')}  |  "
-                     f"{cell(runs, 'start_mean', 1, '.3f')}")
+    columns = (("test WER %", "wer", 100, ".2f"), ("inserted words", "insertions", 1, ".1f"),
+               ("start error mean s", "start_mean", 1, ".3f"),
+               ("start error p90 s", "start_p90", 1, ".3f"))
+    lines = []
+    for test, pick in (("test as generated", lambda run: run),
+                       ("test with pauses", lambda run: run["paused"])):
+        heads = [name for name, *_ in columns] + (["probe words"] if test == "test as generated" else [])
+        lines.append(f"{test}: {'training subtitles':<34}{'windows':>8} {'muted':>5}  "
+                     + "  |  ".join(f"{h} mean (per seed)" for h in heads))
+        rows = [("original tiny.en", "-", "-", [r["original"]])]
+        rows += [(v["label"], v["windows"], v["muted_spans"], list(v["runs"].values())) for v in r["versions"].values()]
+        for label, windows, muted, runs in rows:
+            picked = [pick(run) for run in runs]
+            cells = [cell(picked, key, scale, fmt) for _, key, scale, fmt in columns]
+            if test == "test as generated":
+                cells.append(cell(picked, "probe_words", 1, ".1f"))
+            lines.append(f"{'':<{len(test) + 2}}{label:<34}{windows!s:>8} {muted!s:>5}  " + "  |  ".join(cells))
     return lines
 
 
@@ -220,6 +272,8 @@ def main() -> None:
     parser.add_argument("--wrong-texts", choices=("elsewhere", "unrelated"), default="elsewhere",
                         help="what a wrong-text cue holds: a sentence from another moment of the set, "
                              "or everyday English said nowhere in it")
+    parser.add_argument("--test-pause-s", type=float, default=4.0,
+                        help="seconds of silence added after every third sentence of the paused test set")
     args = parser.parse_args()
     import torch
 
@@ -239,7 +293,7 @@ def main() -> None:
     if args.part in ("train", "all"):
         r = bench_train(root, args.steps, [int(x) for x in args.seeds.split(",")],
                         [float(x) for x in args.max_cue_cers.split(",")], args.wrong_texts,
-                        args.versions.split(",") if args.versions else None)
+                        args.versions.split(",") if args.versions else None, args.test_pause_s)
         lines += [f"fine-tune on faulty subtitles (wrong texts: {args.wrong_texts}), {args.steps} steps of "
                   f"batch 4, seeds {args.seeds}, test = the demo's clean dev and test recordings", *train_rows(r),
                   f"(check of the training set: {r['check_s']:.1f} s)"]
