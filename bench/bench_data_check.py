@@ -141,7 +141,6 @@ def paused_copy(wav: Path, srt_path: Path, audio_dir: Path, refs_dir: Path, paus
 
 
 def _score(model: str, test_audio: Path, refs: Path, out: Path, probes: bool = False) -> dict:
-    from whisperft.metrics import EvaluateOptions, evaluate
     from whisperft.transcribe import transcribe_dir
     from whisperft.transcription import TranscribeOptions
 
@@ -150,8 +149,15 @@ def _score(model: str, test_audio: Path, refs: Path, out: Path, probes: bool = F
                                      # no fallback: a fallback samples, and the same model would
                                      # score differently from run to run
                                      temperature_increment=0.0))
+    return _evaluate(out, refs, model if probes else None)
+
+
+def _evaluate(out: Path, refs: Path, probes: str | None = None) -> dict:
+    """The measures of the transcripts in `out` against `refs` (calculate_metric.py's)."""
+    from whisperft.metrics import EvaluateOptions, evaluate
+
     evaluate(EvaluateOptions(recognized_dir=str(out), transcript_dir=str(refs), metric="WER",
-                             json=str(out / "evaluation.json"), probes=model if probes else None))
+                             json=str(out / "evaluation.json"), probes=probes))
     after = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))["runs"]["after"]
     summary, start = after["summary"], after["summary"].get("start_error") or {}
     # the mean as well: the p90 of ~30 segments is the third-worst one, so it jumps when one
@@ -161,6 +167,24 @@ def _score(model: str, test_audio: Path, refs: Path, out: Path, probes: bool = F
             "probe_words": summary.get("probe_words"),
             "start_median": start.get("median"), "start_p90": start.get("p90"),
             "start_mean": sum(errors) / len(errors) if errors else None, "segments": len(errors)}
+
+
+def rescore(root: Path) -> dict:
+    """OUT/train_results.json with every kept transcript measured again by the current
+    evaluation tools (the probes' words are kept: they do not depend on the measures), written
+    to OUT/train_results_rescored.json."""
+    results = json.loads((root / "train_results.json").read_text(encoding="utf-8"))
+    tests = {"t": (root / "clean_test" / "transcripts"), "p": (root / "paused_test" / "transcripts")}
+
+    def again(run: dict, name: str) -> dict:
+        dense = {**_evaluate(root / f"t_{name}", tests["t"]), "probe_words": run.get("probe_words")}
+        return {**dense, "paused": _evaluate(root / f"p_{name}", tests["p"])}
+
+    results["original"] = again(results["original"], "original")
+    for key, version in results["versions"].items():
+        version["runs"] = {seed: again(run, f"{key}_{seed}") for seed, run in version["runs"].items()}
+    (root / "train_results_rescored.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    return results
 
 
 def _versions(max_cue_cers: list[float]) -> dict[str, tuple[str, dict]]:
@@ -225,7 +249,7 @@ def bench_train(root: Path, steps: int, seeds: list[int], max_cue_cers: list[flo
             model = _fine_tune(root / f"{name}.json", root / f"model_{name}_{seed}", steps, seed)
             version["runs"][str(seed)] = score(str(model), f"{name}_{seed}")
             print(f"RUN {name} seed {seed}: {json.dumps(version['runs'][str(seed)])}", flush=True)
-            (root / "train_results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+            (root / "train_results_rescored.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     return results
 
 
@@ -274,6 +298,8 @@ def main() -> None:
                              "or everyday English said nowhere in it")
     parser.add_argument("--test-pause-s", type=float, default=4.0,
                         help="seconds of silence added after every third sentence of the paused test set")
+    parser.add_argument("--rescore", action="store_true",
+                        help="measure the transcripts a finished --part train run kept in --out again")
     args = parser.parse_args()
     import torch
 
@@ -281,7 +307,7 @@ def main() -> None:
     root = Path(args.out or tempfile.mkdtemp(prefix="bench_data_check_"))
     root.mkdir(parents=True, exist_ok=True)
     lines = [f"threads {args.threads}, model {MODEL}, greedy decoding, work folder {root}"]
-    if args.part in ("time", "all"):
+    if args.part in ("time", "all") and not args.rescore:
         t = bench_time(root)
         lines += [f"{t['audio_s']:.0f} s of audio (8 recordings), backend auto, model loading included",
                   f"check-data (greedy pass + VAD + fit + alignment) {t['check_s']:7.1f} s "
@@ -290,7 +316,10 @@ def main() -> None:
                   f"({t['audio_s'] / t['greedy_s']:.1f}x real time)  check / this = {t['check_s'] / t['greedy_s']:.2f}",
                   f"transcription pass, transcribe.py's default beam 5 {t['default_s']:6.1f} s "
                   f"({t['audio_s'] / t['default_s']:.1f}x real time)  check / this = {t['check_s'] / t['default_s']:.2f}"]
-    if args.part in ("train", "all"):
+    if args.rescore:
+        r = rescore(root)
+        lines += [f"the kept transcripts of {root} measured again", *train_rows(r)]
+    elif args.part in ("train", "all"):
         r = bench_train(root, args.steps, [int(x) for x in args.seeds.split(",")],
                         [float(x) for x in args.max_cue_cers.split(",")], args.wrong_texts,
                         args.versions.split(",") if args.versions else None, args.test_pause_s)

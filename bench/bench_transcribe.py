@@ -271,7 +271,7 @@ def tables(args) -> list[tuple[str, dict]]:
 def quality(refs: dict, hyps: dict) -> tuple[float | None, dict]:
     """(corpus WER, |start error| summary) of `hyps` against `refs`."""
     from whisperft.metrics import score
-    from whisperft.quality import summarize, timestamp_errors
+    from whisperft.quality import start_errors, summarize
 
     text = lambda segs: " ".join(t.strip() for _, _, t in segs)
     pairs = [(p.name, r if isinstance(r, str) else " ".join(c.text for c in r), text(hyps[p]))
@@ -282,7 +282,7 @@ def quality(refs: dict, hyps: dict) -> tuple[float | None, dict]:
         if r and not isinstance(r, str):
             from whisperft.quality import Timed
 
-            errors += [s for s, _ in timestamp_errors(r, [Timed(a, b, t) for a, b, t in hyps[p]])]
+            errors += start_errors(r, [Timed(a, b, t) for a, b, t in hyps[p]])
     return wer, summarize(errors)
 
 

@@ -106,8 +106,18 @@ def test_segments_are_matched_by_text_not_by_time():
         Timed(1.0, 3.0, "was a sunny day"),  # cue 1 by its words, though at cue 0's time
     ]
     assert match_segments(CUES, hypothesis) == [(0, 0), (1, 0), (3, 1)]
+    # cue 0 begins in segment 0 and ends in segment 1, cue 1 begins in segment 1 and ends in
+    # segment 3: only those edges have a reference time
     errors = timestamp_errors(CUES, hypothesis)
-    assert errors == [pytest.approx((-0.1, -1.0)), (1.0, 4.0), (-5.0, -5.0)]
+    assert errors == [(pytest.approx(-0.1), None), (None, None), (None, -5.0)]
+
+
+def test_a_segment_holding_two_sentences_is_judged_at_its_outer_edges():
+    # the majority cue (cue 0, six words of eleven) would give an end error of 5 s
+    merged = [Timed(1.1, 7.9, "the cat sat on the mat it was a sunny day")]
+    assert timestamp_errors(CUES, merged) == [(pytest.approx(0.1), pytest.approx(-0.1))]
+    split = [Timed(1.2, 2.0, "the cat sat"), Timed(2.0, 3.3, "on the mat")] + [Timed(6.0, 8.0, CUES[1].text)]
+    assert timestamp_errors(CUES, split) == [(pytest.approx(0.2), None), (None, pytest.approx(0.3)), (0.0, 0.0)]
 
 
 def test_a_substituted_word_still_places_its_segment():

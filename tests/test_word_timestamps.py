@@ -23,7 +23,7 @@ from whisperft import transcribe as tr
 from whisperft.audio import SAMPLE_RATE, save_wav
 from whisperft.decoding import TorchTranscriber
 from whisperft.errors import UserError
-from whisperft.quality import read_timed, timestamp_errors
+from whisperft.quality import read_timed, start_errors
 from whisperft.subtitles import read_subtitles
 from whisperft.transcription import TranscribeOptions
 
@@ -130,7 +130,7 @@ def test_segments_start_where_speech_starts_on_the_demo_data(tmp_path):
         for ref in sorted(refs.glob("*.srt")):
             timed = read_timed(out / f"{ref.stem}.json")
             assert all(bool(s.words) == words for s in timed)
-            errors += [abs(start) for start, _ in timestamp_errors(read_subtitles(ref), timed)]
+            errors += [abs(start) for start in start_errors(read_subtitles(ref), timed)]
         assert len(errors) >= 5
         medians[words] = float(np.median(errors))
     assert medians[True] <= MAX_MEDIAN_START_ERROR_S < medians[False], medians

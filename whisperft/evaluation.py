@@ -175,20 +175,20 @@ def evaluate_decoding(bundle, dataset, layout, n: int, device) -> dict:
     hallucination: inserted words per reference word (None without reference words), the mean
     repeated 5-gram rate and the longest repeated run (words) of any example."""
     from .metrics import score
-    from .quality import Timed, hallucination_indicators, summarize, timestamp_errors
+    from .quality import Timed, hallucination_indicators, start_errors, summarize
     from .tokens import timed_segments
 
-    pairs, start_errors, marks = [], [], []
+    pairs, starts, marks = [], [], []
     for i, (text, segments) in enumerate(greedy_decodes(bundle, dataset, layout, n, device)):
         r = dataset.records[i]
         language = r.language or "en"
         reference = bundle.tokenizer.decode(layout.encode_text(r.text), skip_special_tokens=True)
         pairs.append((str(i), reference, text))
         cues = [Timed(start, end, piece) for start, end, piece in timed_segments(r.text)]
-        start_errors += [start for start, _ in timestamp_errors(cues, segments, language)]
+        starts += start_errors(cues, segments, language)
         marks.append(hallucination_indicators(reference, text, language))
     report = score(pairs, metric="WER", language=dataset.records[0].language or "en")
-    starts = summarize(start_errors)
+    starts = summarize(starts)
     reference_words = sum(m["reference_words"] for m in marks)
     return {"dev_wer": report.weighted_average(),
             "dev_start_error_median": starts["median"], "dev_start_error_p90": starts["p90"],

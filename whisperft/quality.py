@@ -98,34 +98,56 @@ def _units_with_owner(items: Sequence[HasTiming], language: str,
 
 # --- timing --------------------------------------------------------------------------------
 
-def match_segments(reference: Sequence[HasTiming], hypothesis: Sequence[HasTiming],
-                   language: str = "en", normalizer: str = "auto") -> list[tuple[int, int]]:
-    """(hypothesis index, reference index) of each hypothesis segment matched to a cue by text.
-
-    The normalised units of all segments are aligned against those of all cues; a segment goes
-    to the cue holding most of its aligned (hit or substituted) units, the earlier cue on a tie.
-    A segment with no aligned unit (only insertions) is not matched.
-    """
+def _votes(reference: Sequence[HasTiming], hypothesis: Sequence[HasTiming], language: str,
+           normalizer: str) -> dict[int, list[int]]:
+    """hypothesis index -> the cue of each of its aligned (hit or substituted) units, in order;
+    the normalised units of all segments are aligned against those of all cues at once."""
     normalize = get_normalizer(normalizer, language)
     ref_units, ref_owner = _units_with_owner(reference, language, normalize)
     hyp_units, hyp_owner = _units_with_owner(hypothesis, language, normalize)
-    votes: dict[int, dict[int, int]] = {}
+    cues: dict[int, list[int]] = {}
     for h, r in _aligned_pairs(ref_units, hyp_units):
-        cues = votes.setdefault(hyp_owner[h], {})
-        cues[ref_owner[r]] = cues.get(ref_owner[r], 0) + 1
-    return [(seg, max(cues, key=lambda cue: (cues[cue], -cue)))
-            for seg, cues in sorted(votes.items())]
+        cues.setdefault(hyp_owner[h], []).append(ref_owner[r])
+    return dict(sorted(cues.items()))
+
+
+def match_segments(reference: Sequence[HasTiming], hypothesis: Sequence[HasTiming],
+                   language: str = "en", normalizer: str = "auto") -> list[tuple[int, int]]:
+    """(hypothesis index, reference index) of each hypothesis segment matched to a cue by text:
+    the cue holding most of the segment's aligned units, the earlier cue on a tie. A segment
+    with no aligned unit (only insertions) is not matched."""
+    return [(seg, max(owners, key=lambda cue: (owners.count(cue), -cue)))
+            for seg, owners in _votes(reference, hypothesis, language, normalizer).items()]
 
 
 def timestamp_errors(reference: list[Cue], hypothesis: list[HasTiming], language: str = "en",
-                     normalizer: str = "auto") -> list[tuple[float, float]]:
-    """(start error, end error) in seconds, hypothesis minus reference, per matched segment.
+                     normalizer: str = "auto") -> list[tuple[float | None, float | None]]:
+    """(start error, end error) in seconds, hypothesis minus reference, per segment that holds
+    aligned words (segments are placed by text alignment, not by nearest time).
 
-    Segments are matched to reference cues by text alignment (see `match_segments`), not by
-    nearest time; one pair per matched segment, in hypothesis order; unmatched ones left out.
+    A segment's start is compared with the start of the cue its first aligned word belongs to,
+    when no earlier segment holds words of that cue: a segment may begin with a cue, but one
+    that continues a cue begun in another segment has no reference start (None). Ends alike,
+    with the last word's cue and no later segment. So a segment holding two whole sentences is
+    right at both edges, and a sentence split over two segments is judged at its outer edges.
     """
-    return [(hypothesis[h].start - reference[r].start, hypothesis[h].end - reference[r].end)
-            for h, r in match_segments(reference, hypothesis, language, normalizer)]
+    owners = _votes(reference, hypothesis, language, normalizer)
+    first_holder: dict[int, int] = {}
+    last_holder: dict[int, int] = {}
+    for seg, cues in owners.items():
+        for cue in cues:
+            first_holder.setdefault(cue, seg)
+            last_holder[cue] = seg
+    return [(hypothesis[seg].start - reference[cues[0]].start if first_holder[cues[0]] == seg else None,
+             hypothesis[seg].end - reference[cues[-1]].end if last_holder[cues[-1]] == seg else None)
+            for seg, cues in owners.items()]
+
+
+def start_errors(reference: list[Cue], hypothesis: list[HasTiming], language: str = "en",
+                 normalizer: str = "auto") -> list[float]:
+    """The start errors of `timestamp_errors` that have a reference start."""
+    return [start for start, _ in timestamp_errors(reference, hypothesis, language, normalizer)
+            if start is not None]
 
 
 def _speech_intervals(reference: Sequence[HasTiming]) -> list[tuple[float, float]]:
@@ -328,8 +350,8 @@ def transcript_quality(reference_cues: list | None, segments: list | None, hypot
     repeated, total = repeated_ngram_counts(hyp, REPEAT_N)
     timed = reference_cues is not None and segments is not None
     errors = timestamp_errors(reference_cues, segments, language, normalizer) if timed else []
-    return {"start_errors": [round(e[0], 3) for e in errors],
-            "end_errors": [round(e[1], 3) for e in errors],
+    return {"start_errors": [round(start, 3) for start, _ in errors if start is not None],
+            "end_errors": [round(end, 3) for _, end in errors if end is not None],
             "repeated_5gram_rate": repeated_ngram_rate(hyp, REPEAT_N),
             "repeated_5grams": repeated, "hypothesis_5grams": total,
             "longest_repeated_run": longest_repeated_run(hyp),
