@@ -169,16 +169,23 @@ def _evaluate(out: Path, refs: Path, probes: str | None = None) -> dict:
             "start_mean": sum(errors) / len(errors) if errors else None, "segments": len(errors)}
 
 
+def _tests(root: Path) -> dict[str, tuple[Path, Path]]:
+    """Test set -> (audio folder, reference folder) in the work folder: "t" the recordings as
+    generated, "p" with pauses; a model's transcripts of set X go to X_NAME there."""
+    return {key: (root / folder / "audio", root / folder / "transcripts")
+            for key, folder in (("t", "clean_test"), ("p", "paused_test"))}
+
+
 def rescore(root: Path) -> dict:
     """OUT/train_results.json with every kept transcript measured again by the current
     evaluation tools (the probes' words are kept: they do not depend on the measures), written
     to OUT/train_results_rescored.json."""
     results = json.loads((root / "train_results.json").read_text(encoding="utf-8"))
-    tests = {"t": (root / "clean_test" / "transcripts"), "p": (root / "paused_test" / "transcripts")}
+    tests = _tests(root)
 
     def again(run: dict, name: str) -> dict:
-        dense = {**_evaluate(root / f"t_{name}", tests["t"]), "probe_words": run.get("probe_words")}
-        return {**dense, "paused": _evaluate(root / f"p_{name}", tests["p"])}
+        dense = {**_evaluate(root / f"t_{name}", tests["t"][1]), "probe_words": run.get("probe_words")}
+        return {**dense, "paused": _evaluate(root / f"p_{name}", tests["p"][1])}
 
     results["original"] = again(results["original"], "original")
     for key, version in results["versions"].items():
@@ -203,15 +210,15 @@ def bench_train(root: Path, steps: int, seeds: list[int], max_cue_cers: list[flo
     md = demo_module()
     data = md.make_demo_data(root / "demo", scale=1.0)
     # the dev and test recordings together (three voices, 329 words): one word is 0.3 points
-    test_audio, test_refs = root / "clean_test" / "audio", root / "clean_test" / "transcripts"
+    tests = _tests(root)
+    test_audio, test_refs = tests["t"]
     for split in ("dev", "test"):
         for wav, srt_path in data["splits"][split]["recordings"]:
             for folder, path in ((test_audio, Path(wav)), (test_refs, Path(srt_path))):
                 folder.mkdir(parents=True, exist_ok=True)
                 if not (folder / path.name).exists():
                     (folder / path.name).symlink_to(path)
-            paused_copy(Path(wav), Path(srt_path), root / "paused_test" / "audio",
-                        root / "paused_test" / "transcripts", test_pause_s)
+            paused_copy(Path(wav), Path(srt_path), *tests["p"], test_pause_s)
     voices = tuple(v for v in md.RECORDING_VOICES["train"])
     faulty = faulty_module()
     # "elsewhere": a wrong cue holds a sentence said at another moment of the set (what a
@@ -237,11 +244,9 @@ def bench_train(root: Path, steps: int, seeds: list[int], max_cue_cers: list[flo
         records = read_manifest(root / f"{name}.json")
         results["versions"][name] = {"label": label, "windows": len(records),
                                      "muted_spans": sum(len(r.muted or []) for r in records), "runs": {}}
-    paused = root / "paused_test"
-
     def score(model: str, name: str) -> dict:
         return {**_score(model, test_audio, test_refs, root / f"t_{name}", probes=True),
-                "paused": _score(model, paused / "audio", paused / "transcripts", root / f"p_{name}")}
+                "paused": _score(model, *tests["p"], root / f"p_{name}")}
 
     results["original"] = score(MODEL, "original")
     for seed in seeds:
@@ -249,7 +254,7 @@ def bench_train(root: Path, steps: int, seeds: list[int], max_cue_cers: list[flo
             model = _fine_tune(root / f"{name}.json", root / f"model_{name}_{seed}", steps, seed)
             version["runs"][str(seed)] = score(str(model), f"{name}_{seed}")
             print(f"RUN {name} seed {seed}: {json.dumps(version['runs'][str(seed)])}", flush=True)
-            (root / "train_results_rescored.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+            (root / "train_results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     return results
 
 
@@ -297,7 +302,7 @@ def main() -> None:
                         help="what a wrong-text cue holds: a sentence from another moment of the set, "
                              "or everyday English said nowhere in it")
     parser.add_argument("--test-pause-s", type=float, default=4.0,
-                        help="seconds of silence added after every third sentence of the paused test set")
+                        help=f"seconds of silence added after each {PAUSE_EVERY} sentences of the paused test set")
     parser.add_argument("--rescore", action="store_true",
                         help="measure the transcripts a finished --part train run kept in --out again")
     args = parser.parse_args()

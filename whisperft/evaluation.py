@@ -188,10 +188,10 @@ def evaluate_decoding(bundle, dataset, layout, n: int, device) -> dict:
         starts += start_errors(cues, segments, language)
         marks.append(hallucination_indicators(reference, text, language))
     report = score(pairs, metric="WER", language=dataset.records[0].language or "en")
-    starts = summarize(starts)
+    start_summary = summarize(starts)
     reference_words = sum(m["reference_words"] for m in marks)
     return {"dev_wer": report.weighted_average(),
-            "dev_start_error_median": starts["median"], "dev_start_error_p90": starts["p90"],
+            "dev_start_error_median": start_summary["median"], "dev_start_error_p90": start_summary["p90"],
             "dev_insertion_rate": sum(m["insertions"] for m in marks) / reference_words if reference_words else None,
             "dev_repeated_5gram_rate": sum(m["repeated_5gram_rate"] for m in marks) / max(len(marks), 1),
             "dev_longest_repeated_run": max((m["longest_repeated_run"] for m in marks), default=0)}
