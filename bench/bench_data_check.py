@@ -20,7 +20,8 @@ train: the demo's dictation with faults injected into the training subtitles (sh
        model taught text over silence writes text into them). WER, inserted words and segment
        start error against the reference cues, and the words written on 40 s of non-speech
        probes, come from the evaluation tools (calculate_metric.py, --probes). One row per
-       version: the mean over the seeds and each seed's number. Runs go seed by seed, so an
+       version: the mean over the seeds and each seed's number; then each version minus the set
+       as is, seed by seed (mean, standard error, in how many seeds lower). Runs go seed by seed, so an
        interrupted bench still compares like with like; each finished run is printed at once
        and kept in OUT/train_results.json.
 """
@@ -283,6 +284,30 @@ def train_rows(r: dict) -> list[str]:
             if test == "test as generated":
                 cells.append(cell(picked, "probe_words", 1, ".1f"))
             lines.append(f"{'':<{len(test) + 2}}{label:<34}{windows!s:>8} {muted!s:>5}  " + "  |  ".join(cells))
+    return lines + paired_rows(r, columns)
+
+
+def paired_rows(r: dict, columns) -> list[str]:
+    """Each version against the set as is, seed by seed (one seed's two runs share the data
+    order and initial draws, so their difference is the repair's, less the run-to-run spread):
+    the mean difference, its standard error over the seeds, and in how many seeds it is lower."""
+    asis = r["versions"].get("asis", {}).get("runs", {})
+    lines = []
+    for name, version in r["versions"].items():
+        seeds = [s for s in version["runs"] if s in asis and name != "asis"]
+        if len(seeds) < 2:
+            continue
+        cells = []
+        for test, pick in (("", lambda run: run), ("paused ", lambda run: run["paused"])):
+            for head, key, scale, fmt in columns:
+                d = [scale * (pick(version["runs"][s])[key] - pick(asis[s])[key]) for s in seeds
+                     if pick(version["runs"][s]).get(key) is not None and pick(asis[s]).get(key) is not None]
+                if len(d) > 1:
+                    se = float(np.std(d, ddof=1)) / len(d) ** 0.5
+                    cells.append(f"{test}{head} {np.mean(d):+{fmt}} ± {se:{fmt}} (lower in {sum(x < 0 for x in d)}/{len(d)})")
+        d = [version["runs"][s]["probe_words"] - asis[s]["probe_words"] for s in seeds]
+        cells.append(f"probe words {np.mean(d):+.1f} (lower in {sum(x < 0 for x in d)}/{len(d)})")
+        lines.append(f"{version['label']} minus as is, same seed (mean ± standard error): " + "; ".join(cells))
     return lines
 
 

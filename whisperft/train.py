@@ -69,6 +69,9 @@ class TrainConfig:
     max_grad_norm: float = opt(1.0, "gradient clipping norm")
     weight_decay: float = opt(0.0, "AdamW weight decay (0 = Adam, as jumon/whisper-finetuning)")
     seed: int = opt(42, "random seed (data order, prompt/no-timestamp sampling, init)")
+    deterministic: bool = opt(False, "on a GPU too, the same seed, data and flags give the same model bit "
+                              "for bit (PyTorch's deterministic algorithms, slower there; on the CPU "
+                              "always on: they cost nothing measured)")
     device: str = opt(None, "cuda, cuda:1, mps, cpu (default: a CUDA GPU, else an Apple GPU, else the CPU); "
                       "ignored under accelerate launch")
     num_workers: int = opt(None, "data-loading processes (default: 4 on GPU, 0 on CPU)")
@@ -426,7 +429,9 @@ def _improves(run: _Run, entry: dict) -> bool:
 def train(cfg: TrainConfig, stop_after_steps: int | None = None) -> int:
     """Run the fine-tuning `cfg` describes. `stop_after_steps` acts as a Ctrl-C arriving
     after that many steps of this run (tests of resume use it)."""
-    with StopFlag() as stop:
+    from .devices import choose_device, repeatable_kernels
+
+    with StopFlag() as stop, repeatable_kernels(torch.device(choose_device(cfg.device)).type, cfg.deterministic):
         return _train(cfg, stop, stop_after_steps)
 
 
