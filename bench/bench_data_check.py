@@ -292,19 +292,23 @@ def paired_rows(r: dict, columns) -> list[str]:
     order and initial draws, so their difference is the repair's, less the run-to-run spread):
     the mean difference, its standard error over the seeds, and in how many seeds it is lower."""
     asis = r["versions"].get("asis", {}).get("runs", {})
+
+    def compared(diffs: list[float], fmt: str) -> str:
+        se = float(np.std(diffs, ddof=1)) / len(diffs) ** 0.5
+        return f"{np.mean(diffs):+{fmt}} ± {se:{fmt}} (lower in {sum(x < 0 for x in diffs)}/{len(diffs)})"
+
     lines = []
     for name, version in r["versions"].items():
-        seeds = [s for s in version["runs"] if s in asis and name != "asis"]
-        if len(seeds) < 2:
+        seeds = [s for s in version["runs"] if s in asis]
+        if name == "asis" or len(seeds) < 2:
             continue
         cells = []
         for test, pick in (("", lambda run: run), ("paused ", lambda run: run["paused"])):
             for head, key, scale, fmt in columns:
-                d = [scale * (pick(version["runs"][s])[key] - pick(asis[s])[key]) for s in seeds
-                     if pick(version["runs"][s]).get(key) is not None and pick(asis[s]).get(key) is not None]
+                pairs = [(pick(version["runs"][s]).get(key), pick(asis[s]).get(key)) for s in seeds]
+                d = [scale * (a - b) for a, b in pairs if a is not None and b is not None]
                 if len(d) > 1:
-                    se = float(np.std(d, ddof=1)) / len(d) ** 0.5
-                    cells.append(f"{test}{head} {np.mean(d):+{fmt}} ± {se:{fmt}} (lower in {sum(x < 0 for x in d)}/{len(d)})")
+                    cells.append(f"{test}{head} {compared(d, fmt)}")
         d = [version["runs"][s]["probe_words"] - asis[s]["probe_words"] for s in seeds]
         cells.append(f"probe words {np.mean(d):+.1f} (lower in {sum(x < 0 for x in d)}/{len(d)})")
         lines.append(f"{version['label']} minus as is, same seed (mean ± standard error): " + "; ".join(cells))
