@@ -1,13 +1,14 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   # set up, then fine-tune the bundled tiny.en end to end and show WER before/after
 #   make test   # set up, then run the test suite (what CI runs)
+# and, for the inner loop of a change, `make test-fast` (no real model: a few minutes).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch first, pinned: left to pip, a dependency would pull a multi-GB CUDA build here.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test bench clean system-deps
+.PHONY: setup demo test test-fast bench clean system-deps
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# Every invariant, parser, writer, decoder unit and error path; none loads a real model.
+# One pytest-xdist worker per core (conftest gives each its share of the threads).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" -n auto
 
 bench: setup
 	$(PY) bench/run_all.py

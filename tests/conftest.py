@@ -1,15 +1,44 @@
-"""Shared fixtures: synthetic speech (espeak-ng), the bundled tiny.en, random tiny Whispers."""
+"""Shared fixtures: synthetic speech (espeak-ng), the bundled tiny.en, one fine-tune of it per
+test run, random tiny Whispers; and the two tiers.
+
+The tiers: `make test-fast` (`pytest -m "not slow"`) is every invariant, parser, writer,
+decoder unit and error path, on random 2-layer Whispers; `make test` adds the `slow` tests, the
+end-to-end ones on the real bundled models. A test is slow when it says so, or when it asks
+for a fixture of the slow tier (SLOW_FIXTURES, directly or through another fixture): conftest
+marks it.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Under pytest-xdist the cores are shared out among the workers before anything imports torch:
+# on 2 cores, 2 workers of 2 threads each ran the fast tier no faster than one process (195 s),
+# 2 workers of 1 thread in 114 s. Subprocesses of a test inherit the worker's share.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
+
+# Whoever uses one of these is an end-to-end test: they load or train a real bundled model
+# (tiny_en, trained_tiny_en), or train in processes of their own to stop, kill, shard or decode
+# them (test_reliability's `training`, test_fsdp's `sharded_run`, test_tracking's `decoded_run`).
+SLOW_FIXTURES = frozenset({"tiny_en", "trained_tiny_en", "training", "sharded_run", "decoded_run"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 # Converted models are cached per test session, never in the user's cache.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -121,3 +150,52 @@ def random_bundle(n_mels: int = 80, multilingual: bool = False, layers: int = 2,
     model.generation_config = gen
     model.eval()
     return WhisperBundle(model, tokenizer, WhisperFeatureExtractor(feature_size=n_mels), "random")
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A finished fine-tune: its recordings and SRT references, manifest, save folder and what
+    the run printed. Shared by the whole test run: read it, never write into it."""
+
+    audio: Path
+    refs: Path
+    manifest: Path
+    save_dir: Path
+    printed: list[str]
+
+    @property
+    def best(self) -> Path:
+        return self.save_dir / "best_model.pt"
+
+    @property
+    def last(self) -> Path:
+        return self.save_dir / "last_model.pt"
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_en(tmp_path_factory, tiny_en) -> TrainedRun:
+    """The bundled tiny.en fine-tuned once per test run, as a user's run makes it: the four
+    spoken clips with SRT references through `prepare` (features dumped), 2 steps of batch 2
+    with a dev set, best_model.pt, last_model.pt, args.json, metrics and the printed commands.
+    For tests that need *a* trained model; a test of training itself trains its own."""
+    from whisperft.audio import SAMPLE_RATE, load_audio
+    from whisperft.prepare import PrepareOptions, prepare
+    from whisperft.subtitles import Cue
+    from whisperft.train import TrainConfig, train
+    from whisperft.writers import write_subtitles
+
+    root = tmp_path_factory.mktemp("trained-tiny-en")
+    audio, refs = root / "audio", root / "refs"
+    for i, text in enumerate(SENTENCES):
+        wav = speak(text, audio / f"clip{i}.wav")
+        write_subtitles(refs / f"clip{i}.srt", [Cue(0.0, len(load_audio(wav)) / SAMPLE_RATE, text)])
+    manifest = root / "train.json"
+    assert prepare(PrepareOptions(audio_dir=str(audio), transcript_dir=str(refs), output=str(manifest),
+                                  dump_dir=str(root / "dump"), tokenizer_type="english")) == 0
+    save_dir = root / "run"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert train(TrainConfig(train_json=str(manifest), dev_json=str(manifest), model="tiny.en",
+                                 save_dir=str(save_dir), batch_size=2, lr=1e-5, warmup_steps=1, train_steps=2,
+                                 eval_steps=2, log_steps=1, device="cpu")) == 0
+    return TrainedRun(audio, refs, manifest, save_dir, printed.getvalue().splitlines())

@@ -6,48 +6,36 @@ transformers' own ASR pipeline transcribes speech from the folder."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shlex
 
 import pytest
 
-from conftest import SENTENCES, speak
-from whisperft.subtitles import Cue
+from conftest import speak
 
 
 @pytest.fixture(scope="module")
-def evaluated_run(tmp_path_factory, tiny_en):
-    """A two-step fine-tune of tiny.en on four spoken clips (SRT references), with the run's
-    best_model.pt transcribed by the command the run printed and evaluated against the base model."""
-    from whisperft import cli
-    from whisperft.audio import SAMPLE_RATE, load_audio
-    from whisperft.metrics import EvaluateOptions, evaluate
-    from whisperft.prepare import PrepareOptions, prepare
-    from whisperft.train import TrainConfig, train
-    from whisperft.writers import write_subtitles
+def evaluated_run(tmp_path_factory, trained_tiny_en):
+    """The shared two-step fine-tune of tiny.en on four spoken clips (SRT references), its
+    best_model.pt transcribed by the command the run printed and evaluated against the base
+    model; the run's folder copied, so the evaluation written beside the model stays here."""
+    import shutil
 
+    from whisperft import cli
+    from whisperft.metrics import EvaluateOptions, evaluate
+
+    run = trained_tiny_en
     root = tmp_path_factory.mktemp("card")
-    audio, refs = root / "audio", root / "refs"
-    for i, text in enumerate(SENTENCES):
-        wav = speak(text, audio / f"clip{i}.wav")
-        write_subtitles(refs / f"clip{i}.srt", [Cue(0.0, len(load_audio(wav)) / SAMPLE_RATE, text)])
-    assert prepare(PrepareOptions(audio_dir=str(audio), transcript_dir=str(refs), output=str(root / "train.json"),
-                                  dump_dir=str(root / "dump"), tokenizer_type="english")) == 0
     save_dir = root / "run"
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert train(TrainConfig(train_json=str(root / "train.json"), dev_json=str(root / "train.json"),
-                                 model="tiny.en", save_dir=str(save_dir), batch_size=2, lr=1e-5,
-                                 warmup_steps=1, train_steps=2, eval_steps=2, log_steps=1, device="cpu")) == 0
-    lines = printed.getvalue().splitlines()
+    shutil.copytree(run.save_dir, save_dir, ignore=shutil.ignore_patterns("last_model.pt"))
+    lines = run.printed
     command = lines[lines.index("transcribe with the best model:") + 1].strip()
-    assert command.startswith("whisperft transcribe ") and f"--audio-dir {audio}" in command
+    assert command.startswith("whisperft transcribe ") and f"--audio-dir {run.audio}" in command
+    command = command.replace(str(run.save_dir), str(save_dir))
     assert cli.main([*shlex.split(command)[1:], "--beam-size", "1"]) == 0  # greedy: quicker, same files
-    cli.main(["transcribe", "--model", "tiny.en", "--audio-dir", str(audio), "--beam-size", "1",
+    cli.main(["transcribe", "--model", "tiny.en", "--audio-dir", str(run.audio), "--beam-size", "1",
               "--save-dir", str(root / "before")])
-    assert evaluate(EvaluateOptions(recognized_dir=str(save_dir / "transcripts"), transcript_dir=str(refs),
+    assert evaluate(EvaluateOptions(recognized_dir=str(save_dir / "transcripts"), transcript_dir=str(run.refs),
                                     compare=str(root / "before"), json=str(save_dir / "evaluation.json"))) == 0
     return root, save_dir, json.loads((save_dir / "evaluation.json").read_text())
 

@@ -50,6 +50,7 @@ def test_training_with_spawned_workers_trains_evaluates_and_resumes(tiny_en, tmp
                              "--resume", str(out / "last_model.pt"))
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Traceback" not in first.stderr + second.stderr
+    assert "note: --train-steps 2 -> 3 on resume" in second.stderr
     entries = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in entries if "loss" in e] == [1, 2, 3]
     assert [e["step"] for e in entries if "dev_loss" in e] == [0, 1, 2, 3]

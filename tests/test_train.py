@@ -204,6 +204,7 @@ def printed_command(stdout: str, heading: str) -> list[str]:
     return [sys.executable, "-m", "whisperft", *words[1:]]
 
 
+@pytest.mark.slow
 def test_cli_quick_run(tmp_path, tiny_model):
     """run_finetuning.py as a user types it, with the original guide's quick-test flags (no
     --accum-grad-steps: one micro-batch per step by default); at its end the run names its
@@ -280,6 +281,7 @@ def test_cli_missing_manifest_is_one_line(tmp_path):
 
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path, tiny_model):
     """torchrun with 2 CPU processes (gloo) == 1 process with the same global batch."""
     train_json = make_data(tmp_path, 8)
