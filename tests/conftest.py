@@ -45,6 +45,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
+@pytest.fixture(autouse=True)
+def _the_fast_tier_loads_no_real_model(request, monkeypatch):
+    """A test outside the slow tier that loads a bundled model in-process fails, naming it:
+    the tiers stay what they say (every such load goes through the conversion cache)."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    from whisperft import models
+
+    loaded, real = [], models._load_converted_cached
+    monkeypatch.setattr(models, "_load_converted_cached", lambda name, *a: loaded.append(name) or real(name, *a))
+    yield
+    if loaded:
+        pytest.fail(f"loaded the real {loaded[0]} outside the slow tier: mark the test slow, ask for "
+                    "the tiny_en fixture, or use conftest.random_bundle()", pytrace=False)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _model_cache(tmp_path_factory):
     # One cache for the whole run, so tiny.en is converted once; kept out of ~/.cache.

@@ -285,8 +285,9 @@ def test_another_language_with_an_english_only_model_is_refused_before_generatin
     (domain / clips[0].name).write_bytes(clips[0].read_bytes())
     (domain / f"{clips[0].stem}.txt").write_text(SENTENCES[0] + "\n")
     out = tmp_path / "sweep"
+    english_only = save_openai(random_bundle(), tmp_path / "english.pt")  # its vocabulary tells
     with pytest.raises(UserError) as err:
-        interpolate(InterpolateOptions(base="tiny.en", model="tiny.en", out=str(out), sweep=True,
+        interpolate(InterpolateOptions(base=str(english_only), model=str(english_only), out=str(out), sweep=True,
                                        domain_audio=str(domain), general_language="es"))
     assert "\n" not in str(err.value) and "English-only" in str(err.value)
     assert not (out / "general_set_es").exists()
