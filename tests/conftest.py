@@ -180,14 +180,6 @@ class TrainedRun:
     save_dir: Path
     printed: list[str]
 
-    @property
-    def best(self) -> Path:
-        return self.save_dir / "best_model.pt"
-
-    @property
-    def last(self) -> Path:
-        return self.save_dir / "last_model.pt"
-
 
 @pytest.fixture(scope="session")
 def trained_tiny_en(tmp_path_factory, tiny_en) -> TrainedRun:
