@@ -182,11 +182,11 @@ class TrainedRun:
 
 
 @pytest.fixture(scope="session")
-def trained_tiny_en(tmp_path_factory, tiny_en) -> TrainedRun:
+def trained_tiny_en(tmp_path_factory, tiny_en, speech_clips) -> TrainedRun:
     """The bundled tiny.en fine-tuned once per test run, as a user's run makes it: the four
-    spoken clips with SRT references through `prepare` (features dumped), 2 steps of batch 2
-    with a dev set, best_model.pt, last_model.pt, args.json, metrics and the printed commands.
-    For tests that need *a* trained model; a test of training itself trains its own."""
+    spoken clips (`speech_clips`) with SRT references through `prepare` (features dumped), 2
+    steps of batch 2 with a dev set, best_model.pt, last_model.pt, args.json, metrics and the
+    printed commands. For tests that need *a* trained model; a test of training trains its own."""
     from whisperft.audio import SAMPLE_RATE, load_audio
     from whisperft.prepare import PrepareOptions, prepare
     from whisperft.subtitles import Cue
@@ -194,10 +194,9 @@ def trained_tiny_en(tmp_path_factory, tiny_en) -> TrainedRun:
     from whisperft.writers import write_subtitles
 
     root = tmp_path_factory.mktemp("trained-tiny-en")
-    audio, refs = root / "audio", root / "refs"
-    for i, text in enumerate(SENTENCES):
-        wav = speak(text, audio / f"clip{i}.wav")
-        write_subtitles(refs / f"clip{i}.srt", [Cue(0.0, len(load_audio(wav)) / SAMPLE_RATE, text)])
+    audio, refs = speech_clips[0][0].parent, root / "refs"  # that folder holds just the clips
+    for wav, text in speech_clips:
+        write_subtitles(refs / f"{wav.stem}.srt", [Cue(0.0, len(load_audio(wav)) / SAMPLE_RATE, text)])
     manifest = root / "train.json"
     assert prepare(PrepareOptions(audio_dir=str(audio), transcript_dir=str(refs), output=str(manifest),
                                   dump_dir=str(root / "dump"), tokenizer_type="english")) == 0

@@ -180,7 +180,6 @@ def _torchrun(model: Path, data: Path, save_dir: Path, *extra: str) -> list[str]
             "--log-steps", "1", "--lr", "1e-3", "--warmup-steps", "1", "--device", "cpu", *extra]
 
 
-@pytest.mark.slow
 def test_one_rank_signalled_stops_every_rank_at_the_same_step(training, tmp_path):
     """torchrun, 2 processes (gloo): SIGINT to rank 1 only. Both stop after the same step (no
     rank left waiting in an all-reduce), one checkpoint, and the resumed run is exact."""
